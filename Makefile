@@ -6,12 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYS_PKGS := libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEMO_DIR ?= runs/demo
 
 .PHONY: demo test setup system-deps clean
 
 demo: setup
-	$(PY) -m unified_lm.cli demo --out $(DEMO_DIR)
+	$(PY) -m unified_lm.cli demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q tests

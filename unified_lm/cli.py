@@ -1,0 +1,229 @@
+"""The `unified-lm` command line.
+
+Each subcommand is a thin adapter over a library function; heavy imports happen inside
+the handler so `unified-lm --help` stays instant. Errors the toolkit raises on purpose
+(bad data, bad config) print one clear line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UnifiedLMError
+
+
+def _print_summary(summary: dict) -> None:
+    print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+
+
+# ---- corpus -----------------------------------------------------------------------------
+
+
+def cmd_corpus_synth(args: argparse.Namespace) -> int:
+    from .corpus.synth import synthesize
+
+    summary = synthesize(
+        args.out,
+        num_utts=args.num_utts,
+        seed=args.seed,
+        text_file=args.text_file,
+        jobs=args.jobs,
+        continuation=args.continuation,
+    )
+    _print_summary(summary)
+    return 0
+
+
+def cmd_corpus_validate(args: argparse.Namespace) -> int:
+    from .corpus.validate import validate_manifest
+
+    status = 0
+    for manifest in args.manifests:
+        errors = validate_manifest(manifest, check_audio=not args.no_audio)
+        for err in errors:
+            print(err, file=sys.stderr)
+        print(f"{manifest}: {'OK' if not errors else f'{len(errors)} bad line(s)'}")
+        status = status or (1 if errors else 0)
+    return status
+
+
+# ---- discretize -------------------------------------------------------------------------
+
+
+def cmd_discretize_fit(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .discretize import fit_tokenizer
+
+    meta = fit_tokenizer(args.recipe, args.manifest, args.out, overrides=args.overrides)
+    _print_summary({"tokenizer": str(args.out), **asdict(meta)})
+    return 0
+
+
+def cmd_discretize_apply(args: argparse.Namespace) -> int:
+    from .discretize import apply_tokenizer
+
+    if (args.shard is None) != (args.nshards is None):
+        raise UnifiedLMError("--shard and --nshards go together")
+    summary = apply_tokenizer(
+        args.tokenizer,
+        args.manifest,
+        args.out,
+        shard=args.shard,
+        nshards=args.nshards,
+        skip_bad=args.skip_bad,
+    )
+    _print_summary(summary)
+    return 0
+
+
+def cmd_discretize_merge(args: argparse.Namespace) -> int:
+    from .discretize import merge_shards
+
+    print(merge_shards(args.out, args.nshards))
+    return 0
+
+
+# ---- train / decode ---------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import main as train_main
+
+    return train_main(["--config", args.config, *args.overrides])
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .decode import decode
+
+    scores = decode(
+        args.checkpoint,
+        args.units,
+        args.out,
+        batch_size=args.batch_size,
+        beam=args.beam,
+        max_new_tokens=args.max_new_tokens,
+    )
+    _print_summary(scores)
+    return 0
+
+
+# ---- bench ------------------------------------------------------------------------------
+
+
+def cmd_bench_discretize(args: argparse.Namespace) -> int:
+    from .bench.discretize import run_discretize_bench
+
+    run_discretize_bench(args.manifest, args.out, tokenizers=args.tokenizers, frames=args.frames)
+    return 0
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from .bench.speed import run_speed_bench
+
+    run_speed_bench(args.units, args.tokenizer, args.out, preset=args.preset)
+    return 0
+
+
+# ---- demo -------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    out = args.out or Path("runs/demo-full" if args.full else "runs/demo")
+    run_demo(out, full=args.full, overrides=args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unified-lm", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="build and check audio manifests").add_subparsers(dest="sub", required=True)
+    s = corpus.add_parser("synth", help="render the synthetic multi-voice corpus with system TTS engines")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--num-utts", type=int, default=3000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--text-file", type=Path, help="one sentence a line, instead of the built-in generator")
+    s.add_argument("--jobs", type=int, help="parallel TTS processes (default: all cores)")
+    s.add_argument("--continuation", action="store_true", help="also render prompt/continuation pairs")
+    s.set_defaults(fn=cmd_corpus_synth)
+    s = corpus.add_parser("validate", help="check manifests and report every bad line")
+    s.add_argument("manifests", nargs="+", type=Path)
+    s.add_argument("--no-audio", action="store_true", help="check fields only, do not open audio")
+    s.set_defaults(fn=cmd_corpus_validate)
+
+    disc = sub.add_parser("discretize", help="fit and apply speech tokenizers").add_subparsers(dest="sub", required=True)
+    s = disc.add_parser("fit", help="fit a tokenizer from a recipe in tokenizers/")
+    s.add_argument("--recipe", required=True, type=Path)
+    s.add_argument("--manifest", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    s.set_defaults(fn=cmd_discretize_fit)
+    s = disc.add_parser("apply", help="turn a manifest's audio into units (resumable)")
+    s.add_argument("--tokenizer", required=True, type=Path)
+    s.add_argument("--manifest", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--shard", type=int)
+    s.add_argument("--nshards", type=int)
+    s.add_argument("--skip-bad", action="store_true", help="skip bad lines, write them to OUT.rejects.jsonl")
+    s.set_defaults(fn=cmd_discretize_apply)
+    s = disc.add_parser("merge", help="merge the shards of a sharded apply into OUT")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--nshards", required=True, type=int)
+    s.set_defaults(fn=cmd_discretize_merge)
+
+    s = sub.add_parser("train", help="train (same as python -m unified_lm.train; use accelerate launch for several GPUs)")
+    s.add_argument("--config", required=True, type=str)
+    s.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("decode", help="decode a unit manifest and score WER/CER")
+    s.add_argument("--checkpoint", required=True, type=Path)
+    s.add_argument("--units", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--beam", type=int, default=1)
+    s.add_argument("--max-new-tokens", type=int, default=200)
+    s.set_defaults(fn=cmd_decode)
+
+    bench = sub.add_parser("bench", help="benchmarks that print and save tables").add_subparsers(dest="sub", required=True)
+    s = bench.add_parser("discretize", help="discretization throughput; faiss vs scikit-learn assignment")
+    s.add_argument("--manifest", required=True, type=Path)
+    s.add_argument("--out", type=Path, default=Path("runs/bench/discretize"))
+    s.add_argument("--tokenizers", nargs="+", default=["tokenizers/fbank-km500.yaml", "tokenizers/mfcc-km100.yaml"])
+    s.add_argument("--frames", type=int, default=1_000_000)
+    s.set_defaults(fn=cmd_bench_discretize)
+    s = bench.add_parser("speed", help="training tokens/s (bucketed vs padded) and decoding (KV cache on/off)")
+    s.add_argument("--units", required=True, type=Path)
+    s.add_argument("--tokenizer", required=True, type=Path)
+    s.add_argument("--out", type=Path, default=Path("runs/bench/speed"))
+    s.add_argument("--preset", default="small")
+    s.set_defaults(fn=cmd_bench_speed)
+
+    s = sub.add_parser("demo", help="synthesize, discretize, train, decode and print a WER table")
+    s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")
+    s.add_argument("--full", action="store_true", help="the longer, better-scoring run (3000 utterances, more steps)")
+    s.add_argument("overrides", nargs="*", help="training overrides, key=value")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UnifiedLMError as e:
+        print(f"unified-lm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unified-lm: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
