@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYS_PKGS := libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts
+SYS_PKGS := libsndfile1 sox espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-deps clean

@@ -1,6 +1,7 @@
 """Packaging, config, registry and atomic IO: the pieces every module leans on."""
 
 import dataclasses
+import os
 import json
 import subprocess
 import sys
@@ -90,6 +91,10 @@ def test_atomic_open_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_jsonl(target, [{"a": 1}])
     assert target.read_text() == '{"a":1}\n'
+    # Readable like a file made with open(): mkstemp's private 0600 must not leak through.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_iter_jsonl_reports_each_bad_line(tmp_path):

@@ -12,6 +12,10 @@ from typing import Any, Iterable, Iterator
 
 from .errors import DataError
 
+_umask = os.umask(0)
+os.umask(_umask)
+_UMASKED_MODE = 0o666 & ~_umask
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8"):
@@ -29,6 +33,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _UMASKED_MODE)  # mkstemp creates 0600; outputs are shared like any file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

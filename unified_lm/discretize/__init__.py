@@ -1,0 +1,31 @@
+"""Speech discretizers: recipes in ``tokenizers/`` -> fitted tokenizer dirs -> unit manifests.
+
+    meta = fit_tokenizer("tokenizers/fbank-km500.yaml", "data/train.jsonl", "runs/tok")
+    apply_tokenizer("runs/tok", "data/train.jsonl", "runs/units/train.jsonl")
+    units, durations = load_tokenizer("runs/tok").encode(wav_16k)
+"""
+
+# Importing the kinds registers them in DISCRETIZERS.
+from . import codec, kmeans  # noqa: F401
+from .apply import apply_tokenizer, merge_shards, shard_path
+from .base import DISCRETIZERS
+from .features import FEATURES
+from .kmeans import KMEANS_BACKENDS
+from .meta import TokenizerMeta
+from .recipe import Recipe, load_recipe
+from .tokenizer import SpeechTokenizer, fit_tokenizer, load_tokenizer
+
+__all__ = [
+    "DISCRETIZERS",
+    "FEATURES",
+    "KMEANS_BACKENDS",
+    "Recipe",
+    "SpeechTokenizer",
+    "TokenizerMeta",
+    "apply_tokenizer",
+    "fit_tokenizer",
+    "load_recipe",
+    "load_tokenizer",
+    "merge_shards",
+    "shard_path",
+]

@@ -1,0 +1,284 @@
+"""Recipes, k-means backends, fitting, post-processing, EnCodec and SSL discretizers."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from _discretize_util import (
+    RECIPES,
+    espeak_corpus,
+    make_corpus,
+    overrides,
+    speechlike,
+    tiny_encodec_checkpoint,
+    tiny_hubert,
+)
+from unified_lm.discretize import (
+    TokenizerMeta,
+    apply_tokenizer,
+    fit_tokenizer,
+    load_recipe,
+    load_tokenizer,
+)
+from unified_lm.discretize.kmeans import FaissKMeans, FrameSampler, SklearnKMeans
+from unified_lm.discretize.postprocess import UnitBPE, dedup
+from unified_lm.errors import ConfigError
+from unified_lm.io import read_jsonl
+
+FBANK = RECIPES / "fbank-km500.yaml"
+SMALL_FBANK = ["kmeans.k=16", "kmeans.sample_fraction=1.0"]
+
+
+def fit(recipe, manifest, out, overrides=()):
+    return fit_tokenizer(recipe, manifest, out, overrides=list(overrides), progress=False)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), num_utts=8, seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def fbank_tok(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "fbank"
+    fit(FBANK, corpus, out, SMALL_FBANK + ["post.dedup=true"])
+    return out
+
+
+# ---- recipes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fbank-km500", "mfcc-km100", "ssl-km", "encodec-24k"])
+def test_shipped_recipes_load(name):
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    assert recipe.name == name and recipe.section is not None
+
+
+def test_recipe_errors_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*'kk'"):
+        load_recipe(FBANK, ["kmeans.kk=3"])
+    with pytest.raises(ConfigError, match="fbank-km500.yaml: unknown discretizer kind 'vq'"):
+        load_recipe(FBANK, ["kind=vq"])
+    with pytest.raises(ConfigError, match="needs a 'encodec:' section"):
+        load_recipe(FBANK, ["kind=encodec"])
+    with pytest.raises(ConfigError, match="unknown feature extractor 'wav2vec'; known: fbank, mfcc, ssl"):
+        load_recipe(FBANK, ["kmeans.features.type=wav2vec"])
+    with pytest.raises(ConfigError, match="kmeans.features: unknown key.*'num_ceps'"):
+        load_recipe(FBANK, ["kmeans.features.num_ceps=13"])
+    with pytest.raises(ConfigError, match="sample_fraction"):
+        load_recipe(FBANK, ["kmeans.sample_fraction=0"])
+    with pytest.raises(ConfigError, match="bandwidth 5.0 is not one of"):
+        load_recipe(RECIPES / "encodec-24k.yaml", ["encodec.bandwidth=5.0"])
+
+
+# ---- k-means ----------------------------------------------------------------------------
+
+
+def test_frame_sampler_is_deterministic_bounded_and_uniform():
+    def run(seed):
+        sampler = FrameSampler(fraction=0.5, max_frames=300, seed=seed)
+        for i in range(20):  # frame value = its global index, to see which were kept
+            sampler.add(np.arange(i * 100, (i + 1) * 100, dtype=np.float32)[:, None])
+        return sampler.frames()[:, 0]
+
+    a = run(0)
+    assert len(a) == 300 and np.array_equal(a, run(0)) and not np.array_equal(a, run(1))
+    assert len(np.unique(a)) == 300
+    # Uniform over the stream, not biased to its start or end: every quarter gets ~25%.
+    quarters = np.bincount((a // 500).astype(int), minlength=4)
+    assert quarters.min() > 40
+
+
+def test_kmeans_backends_agree_given_the_same_centroids():
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(0, 10, (32, 8)).astype(np.float32)
+    labels = rng.integers(0, 32, 2000)
+    x = centroids[labels] + rng.normal(0, 0.5, (2000, 8)).astype(np.float32)
+    faiss_km, sklearn_km = FaissKMeans.from_centroids(centroids), SklearnKMeans.from_centroids(centroids)
+    assert np.array_equal(sklearn_km.model.cluster_centers_, centroids)
+    assert np.array_equal(faiss_km.assign(x), labels)
+    assert np.array_equal(sklearn_km.assign(x), labels)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_kmeans_fit_is_deterministic(backend):
+    from unified_lm.discretize.kmeans import fit_kmeans
+    from unified_lm.discretize.recipe import KMeansConfig, SklearnKMeansConfig
+
+    x = np.random.default_rng(0).normal(size=(600, 4)).astype(np.float32)
+    cfg = KMeansConfig(k=5, backend=backend, niter=5, sklearn=SklearnKMeansConfig(batch_size=100, n_init=2))
+    a, b = fit_kmeans(x, cfg).centroids, fit_kmeans(x, cfg).centroids
+    assert a.shape == (5, 4) and np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="only 3 frames"):
+        fit_kmeans(x[:3], cfg)
+
+
+# ---- fit and encode -----------------------------------------------------------------------
+
+
+def test_fit_writes_a_self_describing_directory(fbank_tok):
+    assert sorted(p.name for p in fbank_tok.iterdir()) == ["centroids.npy", "meta.json", "recipe.yaml"]
+    meta = TokenizerMeta.load(fbank_tok)
+    assert (meta.name, meta.kind, meta.num_units, meta.codebooks) == ("fbank-km500", "kmeans", 16, 1)
+    assert meta.frame_rate == 100
+    assert len(meta.hash) == 64
+    saved = yaml.safe_load((fbank_tok / "recipe.yaml").read_text())
+    assert saved["kmeans"]["k"] == 16
+    assert saved["kmeans"]["features"] == {"type": "fbank", "num_mel_bins": 80, "cmn": True}  # defaults spelled out
+    assert np.load(fbank_tok / "centroids.npy").shape == (16, 80)
+    assert not list(fbank_tok.parent.glob(".*tmp"))  # no staging dir left behind
+
+
+def test_fit_is_deterministic(corpus, fbank_tok, tmp_path):
+    again = tmp_path / "again"
+    meta = fit(FBANK, corpus, again, SMALL_FBANK + ["post.dedup=true"])
+    assert meta == TokenizerMeta.load(fbank_tok)
+    assert np.array_equal(np.load(again / "centroids.npy"), np.load(fbank_tok / "centroids.npy"))
+    other = fit(FBANK, corpus, tmp_path / "seed1", SMALL_FBANK + ["kmeans.seed=1"])
+    assert other.hash != meta.hash
+
+
+def test_fit_refuses_an_existing_dir_and_leaves_nothing_on_failure(corpus, fbank_tok, tmp_path):
+    with pytest.raises(ConfigError, match="already exists"):
+        fit(FBANK, corpus, fbank_tok, SMALL_FBANK)
+    with pytest.raises(ConfigError, match="frames were sampled for k=5000"):
+        fit(FBANK, corpus, tmp_path / "tok", ["kmeans.k=5000", "kmeans.max_frames=5000"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encode_units_in_range_and_durations_cover_every_frame(fbank_tok):
+    tok = load_tokenizer(fbank_tok)
+    wav = torch.from_numpy(speechlike(1.5, 16000, seed=42))
+    feats = tok.extract_features(wav)
+    frames = tok.assign(feats)
+    units, durations = tok.encode(wav)
+    assert feats.shape == (148, 80) and len(frames) == 148
+    assert all(0 <= u < tok.meta.num_units for u in units)
+    assert sum(durations) == len(frames) and len(durations) == len(units)
+    assert all(a != b for a, b in zip(units, units[1:]))  # deduped: no repeats
+    assert np.array_equal(np.repeat(units, durations), frames)  # run lengths restore the frames
+
+
+def test_dedup():
+    units, durations = dedup(np.array([5, 5, 7, 5, 5, 5]))
+    assert units.tolist() == [5, 7, 5] and durations.tolist() == [2, 1, 3]
+    assert dedup(np.array([], np.int64))[0].size == 0
+
+
+def test_bpe_round_trip_and_durations():
+    rng = np.random.default_rng(0)
+    motifs = [rng.integers(0, 20, 4) for _ in range(5)]
+    seqs = [np.concatenate([motifs[i] for i in rng.integers(0, 5, 10)]) for _ in range(50)]
+    bpe = UnitBPE.train(seqs, num_units=20, vocab_size=40)
+    assert bpe.vocab_size == 40
+    vocab = {i: piece for piece, i in bpe.tokenizer.get_vocab().items()}
+    seq = seqs[0]
+    durations = rng.integers(1, 4, len(seq))
+    ids, piece_durations = bpe.encode(seq, durations)
+    assert len(ids) < len(seq)  # merges happened
+    chars = "".join(vocab[i] for i in ids)
+    assert [ord(c) - 0xE000 for c in chars] == seq.tolist()  # pieces spell the units back
+    assert piece_durations.sum() == durations.sum() and len(piece_durations) == len(ids)
+    unseen, _ = bpe.encode(np.array([19, 19, 0]))  # every unit is in the alphabet
+    assert len(unseen) >= 1
+    with pytest.raises(ConfigError, match="smaller than the 20 units"):
+        UnitBPE.train(seqs, num_units=20, vocab_size=10)
+
+
+def test_fit_with_bpe_on_espeak_speech(tmp_path):
+    sentences = ["the quick brown fox jumps over the lazy dog", "speech turns into units", "one two three four five"]
+    manifest = espeak_corpus(tmp_path / "speech", sentences)
+    meta = fit(FBANK, manifest, tmp_path / "tok", SMALL_FBANK + ["post.dedup=true", "post.bpe_vocab_size=60"])
+    assert meta.num_units == 60 and meta.codebook_size == 60
+    assert (tmp_path / "tok" / "bpe.json").is_file()
+    summary = apply_tokenizer(tmp_path / "tok", manifest, tmp_path / "units.jsonl", progress=False)
+    assert summary["utterances"] == 3
+    for rec in read_jsonl(tmp_path / "units.jsonl"):
+        assert all(0 <= u < 60 for u in rec["units"])
+        assert len(rec["durations"]) == len(rec["units"])
+        assert rec["tokenizer"] == meta.identity
+
+
+def test_mfcc_recipe_fits(corpus, tmp_path):
+    meta = fit(RECIPES / "mfcc-km100.yaml", corpus, tmp_path / "tok", SMALL_FBANK)
+    assert (meta.num_units, meta.frame_rate) == (16, 100.0)
+    assert np.load(tmp_path / "tok" / "centroids.npy").shape == (16, 39)
+
+
+# ---- EnCodec ------------------------------------------------------------------------------
+
+
+ENCODEC = RECIPES / "encodec-24k.yaml"
+
+
+def test_encodec_without_checkpoint_says_why(corpus, tmp_path):
+    with pytest.raises(ConfigError, match="no EnCodec checkpoint configured.*downloads its weights.*offline"):
+        fit(ENCODEC, corpus, tmp_path / "tok")
+    with pytest.raises(ConfigError, match="missing.th: EnCodec checkpoint not found.*offline"):
+        fit(ENCODEC, corpus, tmp_path / "tok", [f"encodec.checkpoint={tmp_path}/missing.th"])
+    assert not (tmp_path / "tok").exists()
+
+
+def test_encodec_tiny_model_through_the_recipe(corpus, tmp_path):
+    arch = tiny_encodec_checkpoint(tmp_path / "tiny.th", bins=64)
+    meta = fit(ENCODEC, corpus, tmp_path / "tok", overrides(arch))
+    # 1.5 kbps at 75 frames/s with 6-bit codebooks -> 3 codebooks of 64 entries.
+    assert (meta.kind, meta.frame_rate) == ("encodec", 75)
+    assert (meta.codebooks, meta.codebook_size, meta.num_units) == (3, 64, 192)
+    tok = load_tokenizer(tmp_path / "tok")
+    wav = torch.from_numpy(speechlike(1.0, 16000, seed=7))
+    units, durations = tok.encode(wav)
+    assert durations is None and len(units) == 75 * 3
+    per_codebook = np.array(units).reshape(75, 3)  # interleaved: frame-major, codebook c offset by c*64
+    for c in range(3):
+        assert per_codebook[:, c].min() >= c * 64 and per_codebook[:, c].max() < (c + 1) * 64
+    assert units == tok.encode(wav)[0]  # deterministic
+
+    first = fit(ENCODEC, corpus, tmp_path / "tok1", overrides(arch) + ["encodec.keep_codebooks=1", "post.dedup=true"])
+    assert (first.codebooks, first.num_units) == (1, 64)
+    units1, durations1 = load_tokenizer(tmp_path / "tok1").encode(wav)
+    assert np.array_equal(np.repeat(units1, durations1), per_codebook[:, 0])
+
+
+def test_encodec_rejects_a_checkpoint_of_another_architecture(corpus, tmp_path):
+    arch = tiny_encodec_checkpoint(tmp_path / "tiny.th")
+    arch["encodec.dimension"] = 32
+    with pytest.raises(ConfigError, match="does not fit the recipe's EnCodec architecture"):
+        fit(ENCODEC, corpus, tmp_path / "tok", overrides(arch))
+
+
+def test_encodec_dedup_needs_one_codebook(corpus, tmp_path):
+    arch = tiny_encodec_checkpoint(tmp_path / "tiny.th")
+    with pytest.raises(ConfigError, match="dedup needs one unit per frame"):
+        fit(ENCODEC, corpus, tmp_path / "tok", overrides(arch) + ["post.dedup=true"])
+
+
+# ---- SSL (HuBERT) -------------------------------------------------------------------------
+
+
+SSL = RECIPES / "ssl-km.yaml"
+SMALL_SSL = ["kmeans.k=8", "kmeans.sample_fraction=1.0", "kmeans.backend=faiss", "post.bpe_vocab_size=null"]
+
+
+def test_ssl_tiny_hubert_through_the_recipe(corpus, tmp_path):
+    model = tiny_hubert(tmp_path / "hubert")
+    model_overrides = [f"kmeans.features.model_path={model}", "kmeans.features.layer=1"]
+    meta = fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + model_overrides)
+    assert (meta.num_units, meta.frame_rate) == (8, 50.0)
+    assert np.load(tmp_path / "tok" / "centroids.npy").shape == (8, 16)
+    tok = load_tokenizer(tmp_path / "tok")
+    units, _ = tok.encode(torch.from_numpy(speechlike(1.0, 16000, seed=8)))
+    assert len(units) == 49 and all(0 <= u < 8 for u in units)
+    # The content hash covers the model's weights, not only its path.
+    assert "model/model.safetensors" in tok.quantizer.state_files(tmp_path / "tok")
+
+
+def test_ssl_errors_are_clear(corpus, tmp_path):
+    with pytest.raises(ConfigError, match="need kmeans.features.model_path"):
+        fit(SSL, corpus, tmp_path / "tok", SMALL_SSL)
+    with pytest.raises(ConfigError, match="nowhere: no HuBERT/WavLM model here"):
+        fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + [f"kmeans.features.model_path={tmp_path}/nowhere"])
+    model = tiny_hubert(tmp_path / "hubert")
+    with pytest.raises(ConfigError, match="layer=23 is out of range.*2 layers"):
+        fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + [f"kmeans.features.model_path={model}"])

@@ -1,0 +1,230 @@
+"""apply_tokenizer: determinism, bad input, resume after kill -9, shards merging to the same bytes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _discretize_util import ROOT, make_corpus, record, speechlike, write_manifest, write_wav
+from unified_lm.discretize import apply_tokenizer, fit_tokenizer, merge_shards, shard_path
+from unified_lm.errors import ConfigError, DataError
+from unified_lm.io import read_jsonl
+
+FBANK = ROOT / "tokenizers" / "fbank-km500.yaml"
+SMALL = ["kmeans.k=8", "kmeans.sample_fraction=1.0", "post.dedup=true"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), num_utts=8, seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def tok(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "fbank"
+    fit_tokenizer(FBANK, corpus, out, overrides=SMALL, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bad_manifest(corpus):
+    """Good lines interleaved with one line for every kind of bad input."""
+    root = corpus.parent
+    good = read_jsonl(corpus)
+    (root / "corrupt.wav").write_bytes(b"not audio at all" * 20)
+    (root / "empty.wav").write_bytes(b"")
+    whole = (root / "u0.wav").read_bytes()
+    (root / "trunc.wav").write_bytes(whole[: len(whole) // 3])
+    nan = speechlike(0.5, 16000, seed=9)
+    nan[100:200] = np.nan
+    write_wav(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    write_wav(root / "short.wav", speechlike(0.01, 16000, seed=10), 16000)
+    rows = [
+        good[0],
+        record("corrupt", "corrupt.wav", 1.0),  # line 2
+        good[1],
+        record("empty", "empty.wav", 1.0),  # line 4
+        record("trunc", "trunc.wav", 1.0),  # line 5
+        good[2],  # stereo: fine, downmixed
+        record("nan", "nan.wav", 0.5),  # line 7
+        {**good[3], "id": "rate", "sample_rate": 8000},  # line 8
+        {**good[4], "id": "notext", "text": ""},  # line 9
+        b'{"id": "latin1", "text": "caf\xe9"}',  # line 10: not UTF-8
+        record("missing", "missing.wav", 1.0),  # line 11
+        '{"id": "json", ',  # line 12: broken JSON
+        record("short", "short.wav", 0.01),  # line 13: no frames
+        good[5],
+    ]
+    return write_manifest(root / "bad.jsonl", rows)
+
+
+BAD_LINES = {
+    2: "not a readable audio file",
+    4: "empty",
+    5: "truncated WAV",
+    7: "NaN or inf",
+    8: "manifest says sample_rate 8000",
+    9: "'text' is empty",
+    10: "not valid UTF-8",
+    11: "not found",
+    12: "not valid JSON",
+    13: "too short to discretize",
+}
+
+
+def test_apply_is_deterministic_and_keeps_manifest_order(tok, corpus, tmp_path):
+    a = apply_tokenizer(tok, corpus, tmp_path / "a.jsonl", progress=False)
+    apply_tokenizer(tok, corpus, tmp_path / "b.jsonl", progress=False)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert a["utterances"] == 8 and a["rejected"] == 0 and a["audio_seconds"] == pytest.approx(8.0, abs=0.01)
+    recs = read_jsonl(tmp_path / "a.jsonl")
+    assert [r["id"] for r in recs] == [f"u{i}" for i in range(8)]
+    meta = json.loads((tok / "meta.json").read_text())
+    for r in recs:
+        assert set(r) == {"id", "text", "speaker", "units", "durations", "tokenizer", "subset"}
+        assert r["tokenizer"] == {"name": meta["name"], "hash": meta["hash"]}
+        assert all(0 <= u < 8 for u in r["units"]) and sum(r["durations"]) == 98  # 1 s -> 98 frames
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_bad_line_raises_naming_the_line_and_leaves_no_output(tok, bad_manifest, tmp_path):
+    out = tmp_path / "units.jsonl"
+    with pytest.raises(DataError, match=r"bad.jsonl:2: utterance 'corrupt': .*corrupt.wav: not a readable audio file"):
+        apply_tokenizer(tok, bad_manifest, out, progress=False)
+    assert not out.exists()
+
+
+def test_skip_bad_writes_rejects_with_line_and_reason(tok, bad_manifest, tmp_path):
+    out = tmp_path / "units.jsonl"
+    summary = apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)
+    assert [r["id"] for r in read_jsonl(out)] == ["u0", "u1", "u2", "u5"]
+    rejects = read_jsonl(tmp_path / "units.jsonl.rejects.jsonl")
+    assert [r["line"] for r in rejects] == sorted(BAD_LINES)
+    for r in rejects:
+        assert BAD_LINES[r["line"]] in r["reason"], r
+    assert {r["line"]: r["id"] for r in rejects}[2] == "corrupt"
+    assert {r["line"]: r["id"] for r in rejects}[12] is None  # broken JSON has no id
+    assert summary["rejected"] == len(BAD_LINES) and summary["utterances"] == 4
+
+
+def test_skip_bad_fails_when_nothing_is_left(tok, bad_manifest, tmp_path):
+    only_bad = [line for i, line in enumerate(bad_manifest.read_bytes().splitlines(), 1) if i in BAD_LINES]
+    manifest = write_manifest(bad_manifest.parent / "all_bad.jsonl", only_bad)
+    out = tmp_path / "units.jsonl"
+    with pytest.raises(DataError, match="no utterance could be discretized"):
+        apply_tokenizer(tok, manifest, out, skip_bad=True, progress=False)
+    assert not out.exists() and (tmp_path / "units.jsonl.rejects.jsonl").is_file()
+
+
+def _partial_rows(out: Path, upto: int) -> bytes:
+    rows = out.read_bytes().splitlines(keepends=True)
+    return b"".join(f"{i}\t".encode() + row for i, row in enumerate(rows[:upto], start=1))
+
+
+def test_resume_drops_a_torn_last_row(tok, corpus, tmp_path):
+    reference = tmp_path / "ref.jsonl"
+    apply_tokenizer(tok, corpus, reference, progress=False)
+    out = tmp_path / "units.jsonl"
+    torn = _partial_rows(reference, 4) + b'5\t{"id":"u4","text":"te'  # killed mid-write
+    (tmp_path / "units.jsonl.partial").write_bytes(torn)
+    summary = apply_tokenizer(tok, corpus, out, progress=False)
+    assert summary["resumed"] == 4 and summary["utterances"] == 8
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "units.jsonl.partial").exists()
+
+
+def test_resume_after_kill_9_gives_the_same_bytes(tok, corpus, tmp_path):
+    rows = read_jsonl(corpus)
+    many = write_manifest(corpus.parent / "many.jsonl", [{**rows[i % 8], "id": f"x{i}"} for i in range(80)])
+    reference = tmp_path / "ref.jsonl"
+    apply_tokenizer(tok, many, reference, progress=False)
+
+    out = tmp_path / "units.jsonl"
+    partial = tmp_path / "units.jsonl.partial"
+    # A child that discretizes slowly, so it can be killed mid-way.
+    script = (
+        "import sys, time\n"
+        "from unified_lm.discretize import tokenizer as t\n"
+        "encode = t.SpeechTokenizer.encode\n"
+        "t.SpeechTokenizer.encode = lambda self, wav: (time.sleep(0.05), encode(self, wav))[1]\n"
+        "from unified_lm.discretize import apply_tokenizer\n"
+        "apply_tokenizer(*sys.argv[1:4], progress=False)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(tok), str(many), str(out)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial.is_file() and partial.read_bytes().count(b"\n") > 32):  # past the first fsync
+            assert child.poll() is None and time.monotonic() < deadline, "child ended before it could be killed"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL and not out.exists()
+
+    summary = apply_tokenizer(tok, many, out, progress=False)
+    assert 32 <= summary["resumed"] < 80
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_shards_merge_to_the_unsharded_bytes(tok, bad_manifest, tmp_path):
+    whole = tmp_path / "whole" / "units.jsonl"
+    apply_tokenizer(tok, bad_manifest, whole, skip_bad=True, progress=False)
+    out = tmp_path / "sharded" / "units.jsonl"
+    for i in range(3):
+        apply_tokenizer(tok, bad_manifest, out, shard=i, nshards=3, skip_bad=True, progress=False)
+        assert shard_path(out, i, 3).is_file()
+    assert not out.exists()
+    assert merge_shards(out, 3) == out
+    assert out.read_bytes() == whole.read_bytes()
+    rejects = "units.jsonl.rejects.jsonl"
+    assert (out.parent / rejects).read_bytes() == (whole.parent / rejects).read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["units.jsonl", "units.jsonl.rejects.jsonl"]
+
+
+def test_merge_needs_every_shard(tok, corpus, tmp_path):
+    out = tmp_path / "units.jsonl"
+    apply_tokenizer(tok, corpus, out, shard=0, nshards=2, progress=False)
+    with pytest.raises(DataError, match="shard missing: run apply with --shard 1 --nshards 2"):
+        merge_shards(out, 2)
+    with pytest.raises(ConfigError, match="0 <= shard < nshards"):
+        apply_tokenizer(tok, corpus, out, shard=2, nshards=2, progress=False)
+
+
+def test_rerun_rebuilds_a_finished_output(tok, corpus, tmp_path):
+    out = tmp_path / "units.jsonl"
+    apply_tokenizer(tok, corpus, out, progress=False)
+    before = out.read_bytes()
+    assert apply_tokenizer(tok, corpus, out, progress=False)["resumed"] == 0
+    assert out.read_bytes() == before
+    other = tmp_path / "other"
+    meta = fit_tokenizer(FBANK, corpus, other, overrides=SMALL + ["kmeans.seed=3"], progress=False)
+    apply_tokenizer(other, corpus, out, progress=False)  # never left stale
+    assert {r["tokenizer"]["hash"] for r in read_jsonl(out)} == {meta.hash}
+
+
+def test_resume_refuses_a_partial_of_another_tokenizer(tok, corpus, tmp_path):
+    reference = tmp_path / "ref.jsonl"
+    apply_tokenizer(tok, corpus, reference, progress=False)
+    (tmp_path / "units.jsonl.partial").write_bytes(_partial_rows(reference, 3))
+    other = tmp_path / "other"
+    fit_tokenizer(FBANK, corpus, other, overrides=SMALL + ["kmeans.seed=3"], progress=False)
+    with pytest.raises(ConfigError, match="partial output of another tokenizer"):
+        apply_tokenizer(other, corpus, tmp_path / "units.jsonl", progress=False)
+
+
+def test_resume_refuses_a_changed_manifest(tok, corpus, tmp_path):
+    reference = tmp_path / "ref.jsonl"
+    apply_tokenizer(tok, corpus, reference, progress=False)
+    (tmp_path / "units.jsonl.partial").write_bytes(_partial_rows(reference, 3))
+    rows = read_jsonl(corpus)
+    rows[1]["id"] = "renamed"
+    rows = [{**r, "audio": str(corpus.parent / r["audio"])} for r in rows]  # the copy lives elsewhere
+    changed = write_manifest(tmp_path / "changed.jsonl", rows)
+    with pytest.raises(DataError, match="changed.jsonl:2: line holds 'renamed'.*the manifest changed"):
+        apply_tokenizer(tok, changed, tmp_path / "units.jsonl", progress=False)

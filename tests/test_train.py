@@ -1,0 +1,151 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from _lm_util import REPO, TINY_RECIPE, make_corpus, make_records, make_tokenizer, tiny_config, trained_run  # noqa: F401
+from transformers import AutoModelForCausalLM
+
+import unified_lm.train as train_module
+from unified_lm.bench.speed import run_speed_bench
+from unified_lm.config import load_config
+from unified_lm.io import read_jsonl, write_jsonl
+from unified_lm.train import TrainConfig, main, train
+
+
+def test_tiny_run_learns_and_writes_its_outputs(trained_run):  # noqa: F811
+    corpus, run, summary = trained_run
+    records = read_jsonl(run / "metrics.jsonl")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.2 * losses[0]
+    assert {"ce_text", "ce_speech", "kl_speech", "lr", "tokens_per_s"} <= set(records[0])
+    dev = [r for r in records if "dev_wer" in r]
+    assert [r["step"] for r in dev] == [30, 60]
+    assert summary["best_dev_wer"] < 0.2
+    assert {"dev_wer_seen_voice", "dev_wer_heldout_voice"} <= set(dev[-1])
+    for name in ("config.yaml", "summary.json", "vocab/unified_vocab.json", "best/model.safetensors",
+                 "last/optimizer.pt", "last/trainer_state.json", "last/rng_state_0.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert AutoModelForCausalLM.from_pretrained(run / "best").config.vocab_size == summary["vocab_size"]
+
+
+def _comparable(path):
+    # Wall-clock throughput is the only thing allowed to differ between two runs.
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_jsonl(path)]
+
+
+def test_crashed_run_resumes_exactly(tmp_path, monkeypatch):
+    corpus = make_corpus(tmp_path)
+    overrides = [
+        "optim.max_steps=12", "optim.grad_accum=2", "optim.max_tokens=64", "time_mask=0.2",
+        "checkpoint.every_steps=4", "eval.every_steps=6", "log_every_steps=1",
+    ]
+    train(tiny_config(tmp_path / "a", corpus, *overrides))
+
+    real_step = train_module._train_step
+
+    def crash_at_step_10(*args, **kwargs):
+        state = args[7]
+        if state.step == 9:  # last checkpoint at step 8; step 9 is logged, then the "kill"
+            raise RuntimeError("simulated crash")
+        return real_step(*args, **kwargs)
+
+    crashed = tiny_config(tmp_path / "b", corpus, *overrides)
+    monkeypatch.setattr(train_module, "_train_step", crash_at_step_10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed)
+    assert json.loads((tmp_path / "b/run/last/trainer_state.json").read_text())["step"] == 8
+    assert max(r["step"] for r in read_jsonl(tmp_path / "b/run/metrics.jsonl")) == 9
+    monkeypatch.setattr(train_module, "_train_step", real_step)
+    train(crashed)
+
+    a, b = _comparable(tmp_path / "a/run/metrics.jsonl"), _comparable(tmp_path / "b/run/metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+
+    # Rerunning a finished run changes nothing.
+    before = (tmp_path / "b/run/metrics.jsonl").read_text()
+    assert train(crashed)["steps"] == 12
+    assert (tmp_path / "b/run/metrics.jsonl").read_text() == before
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    corpus = make_corpus(tmp_path)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "unified_lm.train", "--config", str(TINY_RECIPE),
+        f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", f"data.tokenizer={corpus['tok']}",
+        f"out_dir={tmp_path / 'run'}", "optim.max_steps=6", "optim.max_tokens=64", "eval.every_steps=3",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    assert {p.name for p in (tmp_path / "run/last").glob("rng_state_*.pt")} == {"rng_state_0.pt", "rng_state_1.pt"}
+    assert (tmp_path / "run/best/model.safetensors").is_file()
+
+
+def _run_main(tmp_path, capsys, *overrides):
+    corpus = make_corpus(tmp_path)
+    argv = ["--config", str(TINY_RECIPE), f"data.train={corpus['train']}", f"data.dev={corpus['dev']}",
+            f"data.tokenizer={corpus['tok']}", f"out_dir={tmp_path / 'run'}", *overrides]
+    status = main(argv)
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.name=focal", "unknown loss 'focal'; known: ce, mask, sld"),
+        ("optim.learning_rate=1e-3", "unknown key(s) ['learning_rate']"),
+        ("model.preset=huge", "unknown preset 'huge'"),
+        ("optim.schedule=exp", "unknown schedule 'exp'"),
+        ("data.tokenizer=/nonexistent/tok", "/nonexistent/tok/meta.json: not a tokenizer directory"),
+    ],
+)
+def test_bad_config_fails_fast(tmp_path, capsys, override, message):
+    status, err = _run_main(tmp_path, capsys, override)
+    assert status == 2 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_manifest_fails_fast(tmp_path, capsys):
+    status, err = _run_main(tmp_path, capsys, f"data.train={tmp_path / 'nope.jsonl'}")
+    assert status == 2 and "nope.jsonl" in err and "not found" in err
+
+
+def test_tokenizer_mismatch_fails_with_both_hashes(tmp_path, capsys):
+    other = make_tokenizer(tmp_path / "other", hash_="0" * 16)
+    write_jsonl(tmp_path / "other.jsonl", make_records(other, ["the cat sat"]))
+    status, err = _run_main(tmp_path, capsys, f"data.train={tmp_path / 'other.jsonl'}")
+    assert status == 2
+    assert "other.jsonl" in err and "0" * 16 in err and "f" * 16 in err
+
+
+@pytest.mark.parametrize("name, loss", [("asr_sld", "sld"), ("asr_mask", "mask"), ("asr_ce", "ce"), ("tiny_test", "sld")])
+def test_recipes_load(name, loss):
+    cfg = load_config(TrainConfig, REPO / "experiments" / f"{name}.yaml")
+    assert cfg.loss.name == loss
+    assert cfg.model.preset == ("tiny" if name == "tiny_test" else "small")
+    assert cfg.data.train.startswith("runs/") and cfg.data.tokenizer.startswith("runs/")
+
+
+def test_speed_bench_writes_its_tables(tmp_path):
+    corpus = make_corpus(tmp_path)
+    results = run_speed_bench(
+        corpus["train"], corpus["tok"], tmp_path / "bench", preset="tiny", steps=1, max_tokens=512,
+        block_size=256, decode_utts=4, decode_batch_size=2, max_new_tokens=3, isolate=False,
+    )
+    bucketed, padded, cached, uncached = results["rows"]
+    assert padded["padding_fraction"] > 0.8 > bucketed["padding_fraction"]
+    assert cached["utts"] == uncached["utts"] == 4 and cached["mean_new_tokens"] <= 3
+    assert results["train_speedup"] > 0 and results["decode_speedup"] > 0
+    assert "Speed-up in real tokens/s" in (tmp_path / "bench/speed.md").read_text()
+    assert json.loads((tmp_path / "bench/speed.json").read_text())["rows"] == results["rows"]
+    assert (tmp_path / "bench/speed.csv").read_text().startswith("phase,setting,metric,value\n")

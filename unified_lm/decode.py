@@ -1,0 +1,275 @@
+"""Batched decoding with the KV cache (greedy or beam search), and scoring.
+
+Decoding is ``model.generate`` on left-padded prompts:
+
+- ASR: prompt ``<asr> speech <speech_end>``, stops at ``<text_end>``;
+- TTS: prompt ``<tts> text <text_end>``, stops at ``<speech_end>``; the output is units.
+
+Generation is restricted to the task's output tokens (text tokens + ``<text_end>`` for
+ASR; the utterance's speech tokenizer's ids + ``<speech_end>`` for TTS) with
+``suppress_tokens``: every other id gets a logit of -inf, so an under-trained model cannot
+emit speech units or task tokens into a transcript.
+
+``decode`` writes one JSONL line per utterance (written atomically) and a scores JSON
+beside it (``x.hyp.jsonl`` -> ``x.hyp.scores.json``), and returns the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import GenerationConfig, PreTrainedModel
+
+from .corpus.manifest import UnitRecord
+from .data import read_checked_manifest
+from .errors import ConfigError
+from .io import atomic_write_text, write_jsonl
+from .models import load_checkpoint, max_positions
+from .scoring import score_corpus
+from .tasks import TaskConfig, asr_prompt, text_ids
+from .vocab import UnifiedVocab
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    stop_id: int,
+    pad_id: int,
+    allowed: Sequence[int],
+    vocab_size: int,
+    beam: int = 1,
+    max_new_tokens: int = 200,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Continues each prompt (one batch, left-padded) until ``stop_id``; returns the new ids
+    of each, without the stop token and padding."""
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    limit = max_positions(model)
+    if limit is not None:
+        if width >= limit:
+            raise ConfigError(
+                f"a prompt of {width} tokens does not fit the model's {limit} positions; "
+                "cut speech with tasks.max_speech_tokens"
+            )
+        max_new_tokens = min(max_new_tokens, limit - width)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attention_mask[i, width - len(p) :] = 1
+    allowed_set = set(allowed)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        num_beams=beam,
+        do_sample=False,
+        eos_token_id=stop_id,
+        pad_token_id=pad_id,
+        use_cache=use_cache,
+        suppress_tokens=[i for i in range(vocab_size) if i not in allowed_set],
+    )
+    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config)
+    results = []
+    for row in out[:, width:].tolist():
+        if stop_id in row:
+            row = row[: row.index(stop_id)]
+        results.append([t for t in row if t != pad_id])
+    return results
+
+
+def generate_batched(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    batch_size: int,
+    progress: bool = False,
+    **kwargs: Any,
+) -> list[list[int]]:
+    """``generate`` over any number of prompts, ``batch_size`` at a time; outputs in prompt order."""
+    # Longest first: similar lengths share a batch (little padding) and memory peaks at once.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="decode", unit="batch", disable=not progress):
+        idx = order[start : start + batch_size]
+        for i, ids in zip(idx, generate(model, [prompts[i] for i in idx], **kwargs)):
+            outputs[i] = ids
+    return outputs
+
+
+def transcribe(
+    model: PreTrainedModel,
+    vocab: UnifiedVocab,
+    records: Sequence[UnitRecord],
+    tasks: TaskConfig,
+    batch_size: int = 16,
+    beam: int = 1,
+    max_new_tokens: int = 200,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> list[str]:
+    """ASR hypotheses of ``records``, in their order."""
+    if not records:
+        return []
+    was_training = model.training
+    model.eval()
+    ids = generate_batched(
+        model,
+        [asr_prompt(r, vocab, tasks) for r in records],
+        batch_size,
+        progress,
+        stop_id=vocab.text_end_id,
+        pad_id=vocab.pad_id,
+        allowed=[*range(vocab.text_size), vocab.text_end_id],
+        vocab_size=len(vocab),
+        beam=beam,
+        max_new_tokens=max_new_tokens,
+        use_cache=use_cache,
+    )
+    model.train(was_training)
+    return [vocab.decode_text(x) for x in ids]
+
+
+def synthesize_units(
+    model: PreTrainedModel,
+    vocab: UnifiedVocab,
+    records: Sequence[UnitRecord],
+    tasks: TaskConfig,
+    batch_size: int = 16,
+    beam: int = 1,
+    max_new_tokens: int = 1000,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> list[list[int]]:
+    """TTS: speech units for the transcripts of ``records`` (each in its record's tokenizer)."""
+    was_training = model.training
+    model.eval()
+    outputs: list[list[int]] = [[] for _ in records]
+    # One tokenizer per generate call: the allowed ids are that tokenizer's range.
+    by_tokenizer: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        by_tokenizer.setdefault((r.tokenizer["name"], r.tokenizer["hash"]), []).append(i)
+    for (name, hash_), idx in by_tokenizer.items():
+        identity = {"name": name, "hash": hash_}
+        span = vocab.speech_range(identity)
+        prompts = [[vocab.task_id("tts"), *text_ids(records[i], vocab, tasks), vocab.text_end_id] for i in idx]
+        ids = generate_batched(
+            model,
+            prompts,
+            batch_size,
+            progress,
+            stop_id=vocab.speech_end_id,
+            pad_id=vocab.pad_id,
+            allowed=[*range(span.start, span.stop), vocab.speech_end_id],
+            vocab_size=len(vocab),
+            beam=beam,
+            max_new_tokens=max_new_tokens,
+            use_cache=use_cache,
+        )
+        for i, x in zip(idx, ids):
+            outputs[i] = vocab.decode_units(x, identity)
+    model.train(was_training)
+    return outputs
+
+
+def _asr_rows(model, vocab, records, tasks, **kwargs) -> tuple[list[dict], dict]:
+    hyps = transcribe(model, vocab, records, tasks, progress=True, **kwargs)
+    scores = score_corpus([r.text for r in records], hyps, [r.subset for r in records])
+    rows = [
+        {
+            "id": r.id,
+            "ref": r.text,
+            "hyp": hyp,
+            "subset": r.subset,
+            "errors": u["word_errors"],
+            "ref_words": u["ref_words"],
+            "char_errors": u["char_errors"],
+            "ref_chars": u["ref_chars"],
+        }
+        for r, hyp, u in zip(records, hyps, scores.pop("utterances"))
+    ]
+    return rows, scores
+
+
+def _tts_rows(model, vocab, records, tasks, **kwargs) -> tuple[list[dict], dict]:
+    hyps = synthesize_units(model, vocab, records, tasks, progress=True, **kwargs)
+    # Unit error rate: WER over units written as words (normalisation leaves digits alone).
+    corpus = score_corpus(
+        [" ".join(map(str, r.units)) for r in records], [" ".join(map(str, h)) for h in hyps], [r.subset for r in records]
+    )
+    rows = [
+        {
+            "id": r.id,
+            "text": r.text,
+            "ref_units": r.units,
+            "hyp_units": h,
+            "subset": r.subset,
+            "errors": u["word_errors"],
+            "ref_units_len": u["ref_words"],
+        }
+        for r, h, u in zip(records, hyps, corpus["utterances"])
+    ]
+
+    def uer(s: dict) -> dict:
+        return {"num_utts": s["num_utts"], "uer": s["wer"], "unit_errors": s["word_errors"], "ref_units": s["ref_words"]}
+
+    return rows, {**uer(corpus), "subsets": {k: uer(v) for k, v in corpus["subsets"].items()}}
+
+
+DECODE_TASKS = {"asr": _asr_rows, "tts": _tts_rows}
+
+
+def scores_path(out: str | Path) -> Path:
+    """Where ``decode`` puts the scores of hypotheses file ``out``: ``x.hyp.jsonl`` -> ``x.hyp.scores.json``."""
+    out = Path(out)
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".scores.json")
+
+
+def decode(
+    checkpoint: str | Path,
+    units_manifest: str | Path,
+    out: str | Path,
+    batch_size: int = 16,
+    beam: int = 1,
+    max_new_tokens: int = 200,
+    task: str = "asr",
+    use_cache: bool = True,
+) -> dict[str, Any]:
+    """Decodes every utterance of ``units_manifest`` with ``checkpoint`` and scores it.
+
+    ASR writes ``{id, ref, hyp, subset, errors, ref_words, char_errors, ref_chars}`` per line
+    (``errors`` = word errors) and returns ``{num_utts, wer, cer, ..., subsets: {...}}``.
+    TTS writes ``{id, text, ref_units, hyp_units, subset, errors, ref_units_len}`` and
+    returns the unit error rate ``uer``.
+    """
+    if task not in DECODE_TASKS:
+        raise ConfigError(f"decode: unknown task {task!r}; known: {sorted(DECODE_TASKS)}")
+    if beam < 1 or batch_size < 1:
+        raise ConfigError(f"decode: beam ({beam}) and batch_size ({batch_size}) must be >= 1")
+    model, vocab, cfg = load_checkpoint(checkpoint)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    records = read_checked_manifest(units_manifest, vocab)
+    start = time.perf_counter()
+    rows, scores = DECODE_TASKS[task](
+        model, vocab, records, cfg.tasks,
+        batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens, use_cache=use_cache,
+    )
+    seconds = time.perf_counter() - start
+    scores = {
+        "task": task,
+        "checkpoint": str(checkpoint),
+        "manifest": str(units_manifest),
+        "beam": beam,
+        **scores,
+        "seconds": round(seconds, 3),
+    }
+    write_jsonl(out, rows)
+    atomic_write_text(scores_path(out), json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    return scores

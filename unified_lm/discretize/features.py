@@ -1,0 +1,165 @@
+"""Frame feature extractors that k-means discretizers cluster.
+
+Each is registered under the name a recipe uses in ``kmeans.features.type`` and owns a
+typed ``Config`` for the rest of that mapping. An extractor maps a 16 kHz mono waveform to
+``[frames, dim]`` float32 and reports ``dim`` and ``frame_rate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..audio import FRAME_RATE, SAMPLE_RATE, fbank, mfcc
+from ..config import from_dict, to_dict
+from ..errors import ConfigError
+from ..registry import Registry
+
+
+class FeatureExtractor(Protocol):
+    dim: int
+    frame_rate: float
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor: ...
+
+    def external_files(self) -> dict[str, Path]:
+        """Files outside the tokenizer directory that define the features (model weights)."""
+        ...
+
+
+FEATURES: Registry[type] = Registry("feature extractor")
+
+
+def build_features(spec: dict[str, Any]) -> FeatureExtractor:
+    """``{"type": "fbank", **options}`` -> the extractor, options checked against its Config."""
+    spec = dict(spec)
+    cls = FEATURES.get(spec.pop("type"))
+    return cls(from_dict(cls.Config, spec, where="kmeans.features"))
+
+
+def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with every option spelled out, so a saved recipe does not depend on defaults."""
+    cls = FEATURES.get(spec["type"])
+    options = {k: v for k, v in spec.items() if k != "type"}
+    return {"type": spec["type"], **to_dict(from_dict(cls.Config, options, where="kmeans.features"))}
+
+
+def _mean_normalize(feats: torch.Tensor) -> torch.Tensor:
+    # Per-utterance mean subtraction removes channel and loudness offsets (a gain is an
+    # additive constant in the log domain), so clusters follow phones, not recordings.
+    return feats - feats.mean(dim=0, keepdim=True) if feats.shape[0] else feats
+
+
+@FEATURES.register("fbank")
+class FbankFeatures:
+    @dataclass
+    class Config:
+        num_mel_bins: int = 80
+        cmn: bool = True  # per-utterance mean normalisation
+
+    frame_rate = FRAME_RATE
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.dim = cfg.num_mel_bins
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        feats = fbank(wav, SAMPLE_RATE, self.cfg.num_mel_bins)
+        return _mean_normalize(feats) if self.cfg.cmn else feats
+
+    def external_files(self) -> dict[str, Path]:
+        return {}
+
+
+@FEATURES.register("mfcc")
+class MfccFeatures:
+    @dataclass
+    class Config:
+        num_ceps: int = 13
+        deltas: bool = True  # append deltas and delta-deltas (39 dims), as HuBERT iteration 1
+        cmn: bool = False
+
+    frame_rate = FRAME_RATE
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.dim = cfg.num_ceps * (3 if cfg.deltas else 1)
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        feats = mfcc(wav, SAMPLE_RATE, self.cfg.num_ceps, self.cfg.deltas)
+        return _mean_normalize(feats) if self.cfg.cmn else feats
+
+    def external_files(self) -> dict[str, Path]:
+        return {}
+
+
+@FEATURES.register("ssl")
+class SslFeatures:
+    """A hidden layer of a HuBERT / WavLM model loaded with ``transformers`` from a local dir.
+
+    ``layer`` counts like fairseq's ``output_layer``: ``hidden_states[layer]`` is the
+    output of transformer layer ``layer`` (0 is the input to the first layer).
+    """
+
+    @dataclass
+    class Config:
+        model_path: str | None = None  # a directory holding config.json + weights
+        layer: int = 6
+        # HuBERT-Large and WavLM-Large were trained on utterance-normalised waveforms
+        # (their feature extractors' do_normalize); base models were not.
+        normalize_waveform: bool = False
+        device: str = "cpu"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.path = _check_model_dir(cfg.model_path)
+        from transformers import AutoModel
+
+        try:
+            self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval().to(cfg.device)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.path}: cannot load the model: {e}") from None
+        config = self.model.config
+        if not hasattr(config, "conv_stride"):
+            raise ConfigError(f"{self.path}: {config.model_type!r} is not a HuBERT/WavLM-style speech model")
+        if not 0 <= cfg.layer <= config.num_hidden_layers:
+            raise ConfigError(
+                f"kmeans.features.layer={cfg.layer} is out of range: {self.path} has {config.num_hidden_layers} layers"
+            )
+        self.dim = config.hidden_size
+        self._convs = list(zip(config.conv_kernel, config.conv_stride))
+        self.frame_rate = SAMPLE_RATE / float(torch.tensor(config.conv_stride).prod())
+
+    def num_frames(self, num_samples: int) -> int:
+        for kernel, stride in self._convs:
+            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
+        return num_samples
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.num_frames(wav.numel()) == 0:
+            return wav.new_zeros((0, self.dim))
+        x = wav.reshape(1, -1).to(self.cfg.device)
+        if self.cfg.normalize_waveform:
+            x = F.layer_norm(x, x.shape)
+        with torch.inference_mode():
+            out = self.model(x, output_hidden_states=True)
+        return out.hidden_states[self.cfg.layer][0].float().cpu()
+
+    def external_files(self) -> dict[str, Path]:
+        return {f"model/{p.name}": p for p in sorted(self.path.iterdir()) if p.is_file()}
+
+
+def _check_model_dir(model_path: str | None) -> Path:
+    if not model_path:
+        raise ConfigError(
+            "ssl features need kmeans.features.model_path: a local directory with a HuBERT or WavLM "
+            "model (config.json + weights, as saved by save_pretrained); nothing is downloaded"
+        )
+    path = Path(model_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path}: no HuBERT/WavLM model here (config.json missing); set kmeans.features.model_path")
+    return path

@@ -1,0 +1,48 @@
+"""Waveforms of audio-manifest lines, with errors that name the manifest line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from ..audio import SAMPLE_RATE, read_audio, resample
+from ..corpus.manifest import AudioRecord, iter_audio_manifest
+from ..errors import DataError
+
+
+def load_record_audio(rec: AudioRecord, manifest: Path, line: int) -> torch.Tensor:
+    """The utterance at 16 kHz; a bad file or a wrong ``sample_rate`` field is a DataError
+    on the manifest line."""
+    path = rec.audio_path(manifest)
+    try:
+        wav, sr = read_audio(path)
+    except DataError as e:
+        raise DataError(manifest, f"utterance {rec.id!r}: {e}", line) from None
+    if rec.sample_rate is not None and rec.sample_rate != sr:
+        raise DataError(
+            manifest, f"utterance {rec.id!r}: manifest says sample_rate {rec.sample_rate} but {path} is {sr} Hz", line
+        )
+    return resample(wav, sr, SAMPLE_RATE)
+
+
+def count_lines(manifest: Path) -> int:
+    """Non-blank lines: a progress-bar total, cheap next to decoding the audio."""
+    with open(manifest, "rb") as f:
+        return sum(1 for raw in f if raw.strip())
+
+
+def iter_waveforms(
+    manifest: str | Path, progress: bool = True, desc: str = "audio"
+) -> Iterator[tuple[int, AudioRecord, torch.Tensor]]:
+    """Yields ``(line, record, wav_16k)``; raises on the first bad line."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DataError(manifest, "manifest not found")
+    records = iter_audio_manifest(manifest)
+    for line, rec in tqdm(records, total=count_lines(manifest), desc=desc, unit="utt", disable=not progress):
+        if isinstance(rec, DataError):
+            raise rec
+        yield line, rec, load_record_audio(rec, manifest, line)

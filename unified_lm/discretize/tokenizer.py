@@ -1,0 +1,153 @@
+"""Fitting, saving and loading speech tokenizers.
+
+A tokenizer directory is self-describing::
+
+    recipe.yaml     the recipe it was fitted from, overrides applied, every option spelled out
+    centroids.npy   fitted state of a k-means kind (an EnCodec kind points to its checkpoint)
+    bpe.json        the unit BPE, when the recipe asks for one
+    meta.json       TokenizerMeta: name, content hash, kind, num_units, frame rate, codebooks
+
+It is built in a temporary directory beside ``out_dir`` and renamed into place, so a killed
+fit never leaves a half-written tokenizer behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLE_RATE
+from ..config import save_config, to_dict
+from ..errors import ConfigError, DataError
+from ..io import sha256_file, sha256_json
+from .base import DISCRETIZERS, Quantizer, single_threaded
+from .meta import TokenizerMeta
+from .postprocess import UnitBPE, dedup
+from .recipe import Recipe, load_recipe
+from .source import iter_waveforms
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class SpeechTokenizer:
+    """16 kHz waveform -> units in ``[0, meta.num_units)`` (and run lengths when deduped)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, meta: TokenizerMeta, recipe: Recipe, quantizer: Quantizer, bpe: UnitBPE | None = None):
+        self.meta = meta
+        self.recipe = recipe
+        self.quantizer = quantizer
+        self.bpe = bpe
+
+    def extract_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[frames, dim]`` features of a 16 kHz mono waveform."""
+        return self.quantizer.extract_features(wav)
+
+    def assign(self, feats: torch.Tensor) -> np.ndarray:
+        """Frame-level units of ``feats``, before dedup and BPE."""
+        return self.quantizer.assign(feats)
+
+    def postprocess(self, units: np.ndarray) -> tuple[list[int], list[int] | None]:
+        """Dedup then BPE, as the recipe says; durations are frames per output unit."""
+        durations = None
+        if self.recipe.post.dedup:
+            units, durations = dedup(units)
+        if self.bpe is not None:
+            units, durations = self.bpe.encode(units, durations)
+        return units.tolist(), None if durations is None else durations.tolist()
+
+    def encode(self, wav: torch.Tensor) -> tuple[list[int], list[int] | None]:
+        """``(units, durations)``; ``durations`` is None unless the recipe dedups."""
+        return self.postprocess(self.assign(self.extract_features(wav)))
+
+
+def fit_tokenizer(
+    recipe: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+) -> TokenizerMeta:
+    """Fits the recipe on the manifest's audio and writes the tokenizer directory ``out_dir``."""
+    rec = load_recipe(recipe, overrides)
+    quantizer_cls = DISCRETIZERS.get(rec.kind)
+    manifest, out_dir = Path(manifest), Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir}: already exists; remove it or choose another output directory")
+    with _staging_dir(out_dir) as work, single_threaded():
+        quantizer = quantizer_cls.fit(rec, manifest, work, progress)
+        if rec.post.dedup and quantizer.codebooks > 1:
+            raise ConfigError(
+                f"{recipe}: post.dedup needs one unit per frame, but {rec.name} interleaves "
+                f"{quantizer.codebooks} codebooks; set encodec.keep_codebooks=1 or drop dedup"
+            )
+        files = quantizer.state_files(work)
+        bpe = None
+        if rec.post.bpe_vocab_size:
+            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, desc=f"{rec.name}: BPE units")
+            bpe = UnitBPE.train(seqs, quantizer.num_units, rec.post.bpe_vocab_size)
+            bpe.save(work / UnitBPE.FILE)
+            files[UnitBPE.FILE] = work / UnitBPE.FILE
+        save_config(rec, work / RECIPE_FILE)
+        meta = TokenizerMeta(
+            name=rec.name,
+            hash=_content_hash(rec, files),
+            kind=rec.kind,
+            num_units=bpe.vocab_size if bpe else quantizer.num_units,
+            frame_rate=quantizer.frame_rate,
+            # BPE pieces mix codebooks: after it there is one range of vocab_size pieces.
+            codebooks=1 if bpe else quantizer.codebooks,
+            codebook_size=bpe.vocab_size if bpe else quantizer.codebook_size,
+        )
+        meta.save(work)
+    return meta
+
+
+def load_tokenizer(tokdir: str | Path) -> SpeechTokenizer:
+    """A fitted tokenizer directory, ready to ``encode``."""
+    tokdir = Path(tokdir)
+    meta = TokenizerMeta.load(tokdir)
+    rec = load_recipe(tokdir / RECIPE_FILE)
+    quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
+    bpe = UnitBPE.load(tokdir / UnitBPE.FILE) if rec.post.bpe_vocab_size else None
+    num_units = bpe.vocab_size if bpe else quantizer.num_units
+    if num_units != meta.num_units:
+        raise DataError(tokdir / "meta.json", f"records {meta.num_units} units but the fitted state has {num_units}")
+    return SpeechTokenizer(meta, rec, quantizer, bpe)
+
+
+def _frame_units(
+    quantizer: Quantizer, dedup_runs: bool, manifest: Path, progress: bool, desc: str
+) -> Iterator[np.ndarray]:
+    for _, _, wav in iter_waveforms(manifest, progress, desc):
+        units = quantizer.assign(quantizer.extract_features(wav))
+        yield dedup(units)[0] if dedup_runs else units
+
+
+def _content_hash(rec: Recipe, files: dict[str, Path]) -> str:
+    # The recipe plus the bytes of every file that defines the units: two fits that would
+    # produce different units never share a hash.
+    return sha256_json({"recipe": to_dict(rec), "files": {name: sha256_file(p) for name, p in sorted(files.items())}})
+
+
+@contextlib.contextmanager
+def _staging_dir(out_dir: Path) -> Iterator[Path]:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    work.chmod(0o755)  # mkdtemp's private 0700 would otherwise stick to the tokenizer
+    try:
+        yield work
+        if out_dir.is_dir():
+            out_dir.rmdir()  # checked empty by the caller
+        os.rename(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
