@@ -1,8 +1,8 @@
 """Packaging, config, registry and atomic IO: the pieces every module leans on."""
 
 import dataclasses
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path

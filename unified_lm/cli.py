@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UnifiedLMError
+from .errors import ConfigError, UnifiedLMError
 
 
 def _print_summary(summary: dict) -> None:
@@ -96,18 +96,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(["--config", args.config, *args.overrides])
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
-    from .decode import decode
+def _is_prefix_checkpoint(checkpoint: Path) -> bool:
+    # continuous.checkpoint.PREFIX_WEIGHTS, spelled out: importing it loads fairseq2, which
+    # the discrete path does not need.
+    return (checkpoint / "prefix.safetensors").is_file()
 
-    scores = decode(
-        args.checkpoint,
-        args.units,
-        args.out,
-        batch_size=args.batch_size,
-        beam=args.beam,
-        max_new_tokens=args.max_new_tokens,
-    )
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    # The checkpoint decides the input: a discrete-token decoder reads units, a prefix LM
+    # (continuous path) hears the audio itself.
+    if _is_prefix_checkpoint(args.checkpoint):
+        if args.manifest is None:
+            raise ConfigError(
+                f"{args.checkpoint}: a prefix-LM (continuous) checkpoint transcribes audio: "
+                "give the audio manifest with --manifest, not a unit manifest with --units"
+            )
+        from .continuous import decode_prefix_asr
+
+        scores = decode_prefix_asr(
+            args.checkpoint,
+            args.manifest,
+            args.out,
+            batch_size=args.batch_size,
+            beam=args.beam,
+            max_new_tokens=args.max_new_tokens,
+        )
+    else:
+        if args.units is None:
+            raise ConfigError(
+                f"{args.checkpoint}: a discrete-token checkpoint reads units: turn the audio manifest into "
+                "a unit manifest with `unified-lm discretize apply` and give it with --units"
+            )
+        from .decode import decode
+
+        scores = decode(
+            args.checkpoint,
+            args.units,
+            args.out,
+            batch_size=args.batch_size,
+            beam=args.beam,
+            max_new_tokens=args.max_new_tokens,
+        )
     _print_summary(scores)
+    return 0
+
+
+def cmd_continue(args: argparse.Namespace) -> int:
+    from .continuous import continue_speech
+
+    result = continue_speech(
+        args.checkpoint, args.audio, args.out, max_frames=args.max_frames, reference=args.reference, seed=args.seed
+    )
+    _print_summary(result)
     return 0
 
 
@@ -126,6 +166,51 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
     run_speed_bench(args.units, args.tokenizer, args.out, preset=args.preset)
     return 0
+
+
+def cmd_bench_prefix_ablation(args: argparse.Namespace) -> int:
+    from .bench.prefix_ablation import run_prefix_ablation
+
+    run_prefix_ablation(args.config, args.out, overrides=args.overrides)
+    report = args.out / "results.md"
+    print(report.read_text(encoding="utf-8"), end="")
+    print(f"report: {report}")
+    return 0
+
+
+def _markdown_section(markdown: str, title: str) -> str:
+    """The ``## title`` section of a markdown text (its heading and table lines), or ""."""
+    lines = markdown.splitlines()
+    if f"## {title}" not in lines:
+        return ""
+    start = lines.index(f"## {title}")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join([lines[start], *(line for line in lines[start + 1 : end] if line.startswith("|"))])
+
+
+def cmd_bench_losses(args: argparse.Namespace) -> int:
+    from .bench import losses
+
+    overrides = list(args.overrides)
+    if args.out is not None:
+        # JSON-quoted: overrides are read as YAML, and a directory named "1" or "null" stays a path.
+        overrides.append(f"out_dir={json.dumps(str(args.out))}")
+    summary = losses.run_loss_grid(args.config, overrides, jobs=args.jobs, cells=args.cells)
+    report = Path(summary["out_dir"]) / "results.md"
+    print(_markdown_section(report.read_text(encoding="utf-8"), "WER and CER per cell"))
+    cells = summary["cells"]
+    print(
+        f"\ncells: {cells['done']} of {cells['total']} done; this run: {len(cells['ran'])} ran, "
+        f"{len(cells['failed'])} failed; {len(cells['pending'])} pending"
+    )
+    for tok, sweep in summary["alpha"].items():
+        chosen = "not chosen yet (sweep pending)" if sweep["chosen"] is None else f"{sweep['chosen']:g} (lowest dev WER)"
+        print(f"sld alpha for {tok}: {chosen}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"report: {report}")
+    # A failed cell makes the command fail (scripts notice); pending cells of other slices do not.
+    return 1 if cells["failed"] else 0
 
 
 # ---- demo -------------------------------------------------------------------------------
@@ -182,14 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="config overrides, key=value")
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("decode", help="decode a unit manifest and score WER/CER")
+    s = sub.add_parser(
+        "decode", help="decode a unit manifest (or, for a prefix LM, an audio manifest) and score WER/CER"
+    )
     s.add_argument("--checkpoint", required=True, type=Path)
-    s.add_argument("--units", required=True, type=Path)
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--units", type=Path, help="a unit manifest, for a discrete-token checkpoint")
+    source.add_argument("--manifest", type=Path, help="an audio manifest, for a prefix-LM (continuous) checkpoint")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--beam", type=int, default=1)
     s.add_argument("--max-new-tokens", type=int, default=200)
     s.set_defaults(fn=cmd_decode)
+
+    s = sub.add_parser(
+        "continue", help="continue a spoken prompt with a prefix LM: transcript, text, spectrogram PNG, WAV"
+    )
+    s.add_argument(
+        "--checkpoint", required=True, type=Path, help="a prefix-LM checkpoint (python -m unified_lm.continuous.train)"
+    )
+    s.add_argument("--audio", required=True, type=Path, help="the spoken prompt")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--reference", type=Path, help="the true continuation's audio, drawn beside the prediction")
+    s.add_argument("--max-frames", type=int, default=1000, help="longest continuation, in 10 ms frames")
+    s.add_argument("--seed", type=int, default=0, help="seeds the pre-net dropout, which stays on at inference")
+    s.set_defaults(fn=cmd_continue)
 
     bench = sub.add_parser("bench", help="benchmarks that print and save tables").add_subparsers(dest="sub", required=True)
     s = bench.add_parser("discretize", help="discretization throughput; faiss vs scikit-learn assignment")
@@ -204,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/bench/speed"))
     s.add_argument("--preset", default="small")
     s.set_defaults(fn=cmd_bench_speed)
+    s = bench.add_parser("prefix-ablation", help="Spectron's ablations on the continuous path (resumable)")
+    s.add_argument("--config", required=True, type=Path, help="e.g. experiments/prefix_ablation.yaml")
+    s.add_argument("--out", type=Path, default=Path("runs/bench/prefix_ablation"))
+    s.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. prefix.optim.max_steps=200)")
+    s.set_defaults(fn=cmd_bench_prefix_ablation)
+    s = bench.add_parser(
+        "losses", help="mask vs ce vs sld over tokenizers and seeds: train, decode, report (cached, resumable)"
+    )
+    s.add_argument("--config", required=True, type=Path, help="a grid, e.g. experiments/loss_comparison.yaml")
+    s.add_argument("--out", type=Path, help="the grid's directory (default: the config's out_dir)")
+    s.add_argument("--jobs", type=int, default=1, help="cells trained side by side in worker processes")
+    s.add_argument("--cells", metavar="I/N", help="only this machine's share: cells whose position is I modulo N")
+    s.add_argument("overrides", nargs="*", help="grid overrides, key=value (e.g. train.max_steps=800)")
+    s.set_defaults(fn=cmd_bench_losses)
 
     s = sub.add_parser("demo", help="synthesize, discretize, train, decode and print a WER table")
     s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")

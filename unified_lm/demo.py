@@ -1,7 +1,8 @@
 """The built-in default pipeline behind `make demo`.
 
-synthesize a corpus -> fit fbank-km500 -> discretize train/dev/test -> train the `small`
-decoder on ASR with the SLD loss -> decode test -> print WER/CER per subset.
+synthesize a corpus -> fit fbank-km500 (repeated units collapsed) -> discretize
+train/dev/test -> train the `small` decoder on ASR with the SLD loss -> decode test ->
+print WER/CER per subset (all, seen voices, the held-out voice).
 
 Every step is skipped when its output already exists, so a rerun after an interruption
 picks up where it stopped (each step is itself atomic or resumable).
@@ -27,9 +28,13 @@ class DemoScale:
     eval_every: int
 
 
-# The quick scale finishes in under 15 minutes on 2 cores; `--full` is the better-scoring run.
-QUICK = DemoScale(num_utts=1200, max_steps=1500, eval_every=500)
-FULL = DemoScale(num_utts=3000, max_steps=6000, eval_every=1000)
+# The quick scale finishes in under 15 minutes on 2 cores; `--full` is the better-scoring
+# run (about 30 minutes of training). Timings and scores: docs/benchmarks.md.
+QUICK = DemoScale(num_utts=3000, max_steps=500, eval_every=500)
+FULL = DemoScale(num_utts=3000, max_steps=1500, eval_every=500)
+# Collapsing repeats halves the sequences (~300 -> ~155 units an utterance on the default
+# corpus), so each training step covers twice the utterances.
+TOKENIZER_OVERRIDES = ["post.dedup=true"]
 
 
 def _recipe(folder: str, name: str) -> Path:
@@ -62,7 +67,7 @@ def run_demo(out: str | Path, full: bool = False, overrides: list[str] | None = 
 
     t = _step("2/5 fit the fbank-km500 tokenizer", (tok / "meta.json").is_file())
     if not (tok / "meta.json").is_file():
-        fit_tokenizer(_recipe("tokenizers", "fbank-km500.yaml"), corpus / "train.jsonl", tok)
+        fit_tokenizer(_recipe("tokenizers", "fbank-km500.yaml"), corpus / "train.jsonl", tok, overrides=TOKENIZER_OVERRIDES)
     timings["fit"] = time.perf_counter() - t
 
     t = _step("3/5 discretize train/dev/test", all((units / f"{s}.jsonl").is_file() for s in SPLITS))

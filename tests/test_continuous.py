@@ -1,0 +1,307 @@
+"""End to end on a tiny tone corpus: CTC and text-LM pre-training -> prefix-LM training ->
+continuation (WAV + PNG) -> prefix ASR; the ablation bench; errors on bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from _continuous_util import TINY_DECODER, TINY_ENCODER, TINY_OPTIM, TINY_SPECTROGRAM, write_corpus
+from unified_lm import cli
+from unified_lm.config import from_dict
+from unified_lm.continuous import (
+    CTCPretrainConfig,
+    PrefixTrainConfig,
+    TextLMConfig,
+    continue_speech,
+    decode_prefix_asr,
+    pretrain_ctc,
+    pretrain_text_lm,
+    train_prefix_lm,
+)
+from unified_lm.continuous.checkpoint import load_prefix_checkpoint
+from unified_lm.errors import ConfigError, DataError
+
+
+def prefix_config(corpus, out, **model):
+    return from_dict(
+        PrefixTrainConfig,
+        {
+            "data": {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "text_vocab_size": 280},
+            "model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM, **model},
+            "optim": TINY_OPTIM,
+            "out_dir": str(out),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"])}
+    ctc = pretrain_ctc(from_dict(CTCPretrainConfig, {"data": data, "encoder": TINY_ENCODER, "optim": TINY_OPTIM, "out_dir": str(out / "ctc")}))
+    lm = pretrain_text_lm(
+        from_dict(TextLMConfig, {"data": {**data, "text_vocab_size": 280}, "decoder": TINY_DECODER, "optim": TINY_OPTIM, "out_dir": str(out / "lm")})
+    )
+    return out / "ctc" / "best", out / "lm" / "best", ctc, lm
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, pretrained, tmp_path_factory):
+    encoder, decoder, _, _ = pretrained
+    out = tmp_path_factory.mktemp("prefix")
+    cfg = prefix_config(corpus, out, encoder_init=str(encoder))
+    cfg.model.decoder.init_from = str(decoder)
+    cfg.loss.w_ctc = 0.3
+    return out, train_prefix_lm(cfg)
+
+
+def test_pretraining_writes_loadable_checkpoints(pretrained):
+    encoder, decoder, ctc, lm = pretrained
+    assert (encoder / "encoder.safetensors").is_file() and (encoder / "chars.json").is_file()
+    assert (decoder / "model.safetensors").is_file() and (decoder / "unified_vocab.json").is_file()
+    assert ctc["steps"] == lm["steps"] == 3
+    assert set(ctc["best_dev"]) == {"loss", "cer", "wer"} and lm["best_dev"]["ppl"] > 1
+
+
+def test_training_from_pretrained_parts(trained, pretrained):
+    out, summary = trained
+    assert summary["steps"] == 3 and summary["train_utts"] == 12  # 6 continuation + 6 whole-utterance ASR
+    assert set(summary["best_dev"]) == {"loss", "text_ce", "cont_logppl", "spec_l1"}
+    train_log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"ce_text", "recon", "deriv", "post_recon", "stop", "ctc"} <= set(train_log[0])
+    model, vocab, chars, cfg = load_prefix_checkpoint(out / "best")
+    # The text LM's vocabulary and the CTC encoder's characters came along.
+    assert len(vocab) == model.decoder.get_input_embeddings().num_embeddings
+    assert chars.chars == json.loads((pretrained[0] / "chars.json").read_text())
+    assert cfg.model.encoder_init is None  # the weights now live in the checkpoint
+
+
+def test_continue_speech_writes_wav_png_and_texts(trained, corpus, tmp_path):
+    out, _ = trained
+    line = json.loads(corpus["test"].read_text().splitlines()[0])
+    root = corpus["test"].parent
+    result = continue_speech(
+        out / "best", root / line["prompt_audio"], tmp_path / "cont", max_frames=12, reference=root / line["cont_audio"]
+    )
+    wave, sr = sf.read(tmp_path / "cont" / "continuation.wav")
+    assert sr == 16000 and len(wave) > 0
+    assert (tmp_path / "cont" / "continuation.png").read_bytes()[:4] == b"\x89PNG"
+    assert 1 <= result["frames"] <= 12
+    assert isinstance(result["transcript"], str) and isinstance(result["continuation"], str)
+    assert json.loads((tmp_path / "cont" / "result.json").read_text())["frames"] == result["frames"]
+
+
+def test_decode_prefix_asr_scores_every_utterance(trained, corpus, tmp_path):
+    out, _ = trained
+    scores = decode_prefix_asr(out / "best", corpus["test"], tmp_path / "test.hyp.jsonl", max_new_tokens=8)
+    rows = [json.loads(x) for x in (tmp_path / "test.hyp.jsonl").read_text().splitlines()]
+    assert scores["num_utts"] == len(rows) == 2
+    assert {"id", "ref", "hyp", "errors", "ref_words"} <= set(rows[0])
+    assert json.loads((tmp_path / "test.hyp.scores.json").read_text())["wer"] == scores["wer"]
+
+
+def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
+    from unified_lm.bench.prefix_ablation import AblationConfig, estimate_seconds, run_prefix_ablation
+    from unified_lm.config import load_config
+
+    tiny = {"encoder": TINY_ENCODER, "optim": TINY_OPTIM}
+    config = {
+        "data": {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "test": str(corpus["test"]), "lm_sentences": 30},
+        "ctc": tiny,
+        "textlm": {"decoder": TINY_DECODER, "optim": TINY_OPTIM, "data": {"text_vocab_size": 280}},
+        "prefix": {"model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}, "optim": TINY_OPTIM},
+        "variants": ["full", "no_deriv"],
+    }
+    path = tmp_path / "ablation.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    results = run_prefix_ablation(path, tmp_path / "bench")
+    assert list(results["variants"]) == ["full", "no_deriv"]
+    for row in results["variants"].values():
+        assert {"cont_logppl", "spec_l1", "prompt_wer"} <= set(row)
+    assert "| no_deriv |" in (tmp_path / "bench" / "results.md").read_text()
+    # The text LM also read 30 generated sentences.
+    assert len((tmp_path / "bench" / "lm_text.txt").read_text().splitlines()) == 30
+    assert json.loads((tmp_path / "bench" / "pretrain_textlm" / "summary.json").read_text())["train_texts"] == 36
+    b = results["bridges"]
+    assert b["conv"] == pytest.approx(b["none"] // 4, abs=1) and 1 <= b["ctc"] <= b["none"]
+    # A rerun reuses every finished step; nothing is left to estimate.
+    assert run_prefix_ablation(path, tmp_path / "bench")["variants"] == results["variants"]
+    assert sum(estimate_seconds(load_config(AblationConfig, path), tmp_path / "bench").values()) == 0
+    # The command resumes the same bench and prints its table.
+    capsys.readouterr()
+    assert cli.main(["bench", "prefix-ablation", "--config", str(path), "--out", str(tmp_path / "bench")]) == 0
+    printed = capsys.readouterr()
+    assert "| no_deriv |" in printed.out and "Prefix length per test prompt" in printed.out
+    assert "nothing left" in printed.err
+
+
+def test_time_estimate_counts_the_work_left(tmp_path):
+    from unified_lm.bench.prefix_ablation import AblationConfig, estimate_seconds
+
+    cfg = from_dict(AblationConfig, {
+        "data": {"synth_utts": 100, "max_test_utts": 10},
+        "ctc": {"optim": {"max_steps": 10}},
+        "textlm": {"optim": {"max_steps": 20}},
+        "prefix": {"optim": {"max_steps": 30}},
+        "variants": ["full", "no_deriv"],
+        "cost": {"synth_utt_s": 1, "ctc_step_s": 2, "textlm_step_s": 3, "prefix_step_s": 4, "test_utt_s": 5},
+    })
+    assert estimate_seconds(cfg, tmp_path) == {
+        "synthesize": 100, "pretrain_ctc": 20, "pretrain_textlm": 60, "full": 170, "no_deriv": 170,
+    }
+    # Finished stages cost nothing: a trained but unscored variant costs its scoring only.
+    for done in ("corpus/test.jsonl", "pretrain_ctc/summary.json", "runs/full/summary.json"):
+        (tmp_path / done).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / done).write_text("{}")
+    left = estimate_seconds(cfg, tmp_path)
+    assert (left["synthesize"], left["pretrain_ctc"], left["full"], left["no_deriv"]) == (0, 0, 50, 170)
+
+
+def test_manifest_without_continuation_fields_names_the_line(corpus, tmp_path):
+    lines = corpus["train"].read_text().splitlines()
+    bad = json.loads(lines[1])
+    del bad["cont_audio"]
+    manifest = corpus["train"].parent / "bad.jsonl"
+    manifest.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: .*cont_audio.*--continuation"):
+        train_prefix_lm(prefix_config({"train": manifest, "dev": corpus["dev"]}, tmp_path / "run"))
+
+
+def test_ctc_bridge_needs_a_trained_ctc_head(corpus, tmp_path):
+    cfg = prefix_config(corpus, tmp_path / "run", bridge={"name": "ctc"})
+    with pytest.raises(ConfigError, match="w_ctc"):
+        train_prefix_lm(cfg)
+
+
+@pytest.fixture(scope="module")
+def judge_model(corpus, tmp_path_factory):
+    """A discrete ASR model and its speech tokenizer, trained for two steps on the tone corpus."""
+    from unified_lm.config import load_config
+    from unified_lm.discretize import apply_tokenizer, fit_tokenizer
+    from unified_lm.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("judge_model")
+    repo = Path(__file__).resolve().parents[1]
+    tok = root / "tok"
+    fit_tokenizer(repo / "tokenizers" / "mfcc-km100.yaml", corpus["train"], tok, overrides=["kmeans.k=8"], progress=False)
+    apply_tokenizer(tok, corpus["train"], root / "units.jsonl", progress=False)
+    asr = load_config(TrainConfig, repo / "experiments" / "tiny_test.yaml", [
+        f"data.train={root / 'units.jsonl'}", f"data.dev={root / 'units.jsonl'}", f"data.tokenizer={tok}",
+        f"out_dir={root / 'asr'}", "optim.max_steps=2", "eval.every_steps=2", "data.text_vocab_size=280",
+    ])
+    train(asr)
+    return root / "asr" / "best", tok
+
+
+def test_judge_transcribes_the_vocoded_continuations(trained, corpus, judge_model, tmp_path):
+    from unified_lm.bench.prefix_ablation import JudgeConfig, judge_wer
+    from unified_lm.scoring import score_corpus
+
+    out, _ = trained
+    judge = JudgeConfig(checkpoint=str(judge_model[0]), tokenizer=str(judge_model[1]), max_utts=2, max_frames=12)
+    scores = judge_wer(out / "best", str(corpus["test"]), judge, tmp_path / "judge")
+    assert set(scores) == {"judge_wer_self", "judge_wer_ref", "judge_too_short"}
+    assert len(list((tmp_path / "judge" / "wav").glob("*.wav"))) == 2
+    refs = [json.loads(x)["text"] for x in (tmp_path / "judge" / "vocoded_ref.jsonl").read_text().splitlines()]
+    assert refs == [json.loads(x)["cont_text"] for x in corpus["test"].read_text().splitlines()]
+    # One set of hypotheses, scored against both references.
+    rows = [json.loads(x) for x in (tmp_path / "judge" / "judge.jsonl").read_text().splitlines()]
+    hyps = [r["hyp"] for r in rows]
+    assert scores["judge_wer_ref"] == score_corpus(refs, hyps)["wer"]
+    assert scores["judge_wer_self"] == score_corpus([r["written"] for r in rows], hyps)["wer"]
+    assert scores["judge_too_short"] == sum(r["too_short"] for r in rows)
+
+
+def test_judge_scores_too_short_continuations_as_silence(trained, corpus, judge_model, tmp_path):
+    from unified_lm.bench.prefix_ablation import JudgeConfig, judge_wer
+
+    out, _ = trained
+    # One decoder step of r=2 frames: 20 ms of audio, too short for the judge's MFCC tokenizer.
+    judge = JudgeConfig(checkpoint=str(judge_model[0]), tokenizer=str(judge_model[1]), max_utts=2, max_frames=2)
+    scores = judge_wer(out / "best", str(corpus["test"]), judge, tmp_path / "judge")
+    assert scores["judge_too_short"] == 2
+    assert scores["judge_wer_ref"] == 1.0  # every reference word deleted
+    for wav in (tmp_path / "judge" / "wav").glob("*.wav"):
+        wave, sr = sf.read(wav)
+        assert sr == 16000 and len(wave) == 2 * 160
+    rows = [json.loads(x) for x in (tmp_path / "judge" / "judge.jsonl").read_text().splitlines()]
+    assert [r["hyp"] for r in rows] == ["", ""] and all(r["too_short"] for r in rows)
+
+
+@pytest.mark.parametrize("frames", [0, 1, 2, 3, 40])
+def test_griffin_lim_inverts_any_number_of_frames(frames):
+    import torch
+
+    from unified_lm.continuous.features import MelConfig, MelFrontend
+
+    frontend = MelFrontend(MelConfig(griffin_lim_iters=2))
+    wave = frontend.to_wave(torch.randn(frames, 80))
+    # At most the frames' own duration, and never longer: silence padding is cut off.
+    assert wave.dim() == 1 and 0 <= wave.numel() <= frames * 160
+    assert (wave.numel() > 0) == (frames > 0) and torch.isfinite(wave).all()
+
+
+def test_cli_continue_writes_wav_png_and_prints_the_texts(trained, corpus, tmp_path, capsys):
+    out, _ = trained
+    line = json.loads(corpus["test"].read_text().splitlines()[1])
+    root = corpus["test"].parent
+    argv = ["continue", "--checkpoint", str(out / "best"), "--audio", str(root / line["prompt_audio"]),
+            "--out", str(tmp_path / "c"), "--max-frames", "8", "--reference", str(root / line["cont_audio"])]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"transcript", "continuation", "frames", "wav", "png"} <= set(printed) and 1 <= printed["frames"] <= 8
+    assert sf.read(tmp_path / "c" / "continuation.wav")[0].size > 0
+    assert (tmp_path / "c" / "continuation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_continue_refuses_bad_input_with_one_line(trained, judge_model, corpus, tmp_path, capsys):
+    out, _ = trained
+    prompt = corpus["test"].parent / json.loads(corpus["test"].read_text().splitlines()[0])["prompt_audio"]
+    sf.write(tmp_path / "short.wav", [0.0] * 400, 16000)  # 25 ms: fewer frames than the encoder needs
+    cases = [
+        (["--checkpoint", str(judge_model[0]), "--audio", str(prompt)], "discrete-token decoder checkpoint"),
+        (["--checkpoint", str(out / "best"), "--audio", str(tmp_path / "short.wav")], "short.wav: too short a prompt"),
+        (["--checkpoint", str(out / "best"), "--audio", str(tmp_path / "missing.wav")], "missing.wav"),
+        (["--checkpoint", str(out / "best"), "--audio", str(prompt), "--max-frames", "0"], "max_frames must be >= 1"),
+    ]
+    for args, message in cases:
+        assert cli.main(["continue", *args, "--out", str(tmp_path / "c")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_decode_scores_prefix_asr_from_the_audio_manifest(trained, corpus, tmp_path, capsys):
+    out, _ = trained
+    hyp = tmp_path / "test.hyp.jsonl"
+    argv = ["decode", "--checkpoint", str(out / "best"), "--manifest", str(corpus["test"]), "--out", str(hyp),
+            "--beam", "2", "--max-new-tokens", "6"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task"] == "prefix_asr" and printed["beam"] == 2 and printed["num_utts"] == 2
+    assert [json.loads(x)["id"] for x in hyp.read_text().splitlines()] == ["test0", "test1"]
+    assert json.loads((tmp_path / "test.hyp.scores.json").read_text())["wer"] == printed["wer"]
+
+
+def test_cli_decode_names_the_manifest_each_checkpoint_kind_needs(trained, judge_model, corpus, tmp_path, capsys):
+    out, _ = trained
+    units = tmp_path / "units.jsonl"
+    units.write_text(json.dumps({"id": "u0", "text": "a cat", "speaker": "s0", "units": [1, 2, 3]}) + "\n")
+    cases = [
+        # A prefix LM hears audio: --units is refused before anything loads.
+        (out / "best", ["--units", str(units)], "give the audio manifest with --manifest"),
+        # ...and so is a unit manifest passed as --manifest, naming its first line.
+        (out / "best", ["--manifest", str(units)], "units.jsonl:1: a unit manifest"),
+        # A discrete-token decoder reads units.
+        (judge_model[0], ["--manifest", str(corpus["test"])], "`unified-lm discretize apply`"),
+    ]
+    for checkpoint, args, message in cases:
+        assert cli.main(["decode", "--checkpoint", str(checkpoint), *args, "--out", str(tmp_path / "h.jsonl")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "h.jsonl").exists()

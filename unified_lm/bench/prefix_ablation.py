@@ -1,0 +1,388 @@
+"""Spectron's ablations on the continuous path, as one command and one table.
+
+    unified-lm bench prefix-ablation --config experiments/prefix_ablation.yaml [--out DIR] [key=value ...]
+    run_prefix_ablation("experiments/prefix_ablation.yaml", "runs/bench/prefix_ablation")
+
+At start it prints an estimate of the work left (``estimate_seconds``, at the ``cost`` rates).
+Steps (each skipped when its output exists, so an interrupted bench resumes):
+
+1. a continuation corpus (``corpus synth --continuation``) unless ``data.train`` is given;
+2. pre-training: the encoder with CTC, the decoder as a text LM on the training
+   transcripts plus ``data.lm_sentences`` text-only sentences from the corpus's sentence
+   generator (none of them a dev or test sentence);
+3. one prefix-LM training per variant:
+
+   ==============  =================================================
+   full            CTC encoder + text-LM decoder, every loss
+   no_text_ce      full, without the text cross-entropy (w_text = 0)
+   no_deriv        full, without the derivative loss (w_deriv = 0)
+   decoder_random  CTC encoder, randomly initialised decoder
+   encoder_random  randomly initialised encoder, text-LM decoder
+   both_random     neither pre-training
+   ==============  =================================================
+
+   All variants share the text-LM's vocabulary, so their log-perplexities compare;
+4. metrics on the test set: ``cont_logppl`` (teacher-forced nats per continuation-text
+   token), ``spec_l1`` (teacher-forced L1 of the post-net log-mel), ``prompt_wer`` (prefix
+   ASR of the prompt), and, when a discrete ASR ``judge`` is configured, the WER of that
+   model on the vocoded free-running continuation, against the continuation text the model
+   itself wrote (``judge_wer_self``: does the speech say what the model meant?) and against
+   the reference continuation (``judge_wer_ref``); ``judge_too_short`` counts the
+   continuations too short to discretize, scored as silence;
+5. the prefix length each bridge gives on the test prompts, with the CTC-pretrained encoder.
+
+Writes ``results.json`` and ``results.md`` into the output directory; returns the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from ..config import load_config, save_config
+from ..corpus.manifest import AudioRecord, read_audio_manifest
+from ..errors import ConfigError, DataError
+from ..io import atomic_write_bytes, atomic_write_text, read_jsonl, write_jsonl
+from ..models.prefix import BridgeConfig, build_bridge
+from ..models.prefix.model import utterance_norm
+from ..scoring import normalize_text, score_corpus
+from ..continuous.checkpoint import load_encoder_checkpoint, load_prefix_checkpoint
+from ..continuous.config import CTCPretrainConfig, PrefixTrainConfig, TextLMConfig
+from ..continuous.ctc import pretrain_ctc
+from ..continuous.data import Packer, Utterance, load_utterances
+from ..continuous.features import MelFrontend
+from ..continuous.infer import generate_continuation, transcribe_prefix, wav_bytes
+from ..continuous.textlm import pretrain_text_lm
+from ..continuous.train import evaluate_teacher_forced, train_prefix_lm
+from ..losses.spectrogram import SpectronLoss
+
+logger = logging.getLogger("unified_lm.bench")
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class AblationDataConfig:
+    train: str | None = None  # continuation manifests; None: synthesize into OUT/corpus
+    dev: str | None = None
+    test: str | None = None
+    synth_utts: int = 600
+    synth_seed: int = 0
+    # Text-only sentences from the corpus's sentence generator for the text-LM pre-training
+    # (never a dev or test sentence): the text LM sees more text than the speech corpus holds.
+    lm_sentences: int = 20000
+    max_test_utts: int = 100
+
+
+@dataclass
+class JudgeConfig:
+    """A discrete-token ASR model (``unified-lm train``) that transcribes the vocoded continuations."""
+
+    checkpoint: str | None = None
+    tokenizer: str | None = None  # the speech tokenizer that model was trained on
+    max_utts: int = 50
+    max_frames: int = 400  # longest continuation generated (100 frames a second)
+
+
+@dataclass
+class CostConfig:
+    """Seconds per unit of work behind the time estimate printed at start (``estimate_seconds``).
+
+    The defaults are CPU seconds measured single-threaded for the CPU preset's shapes
+    (experiments/prefix_ablation.yaml) on the project's 2-core machine, so they bound the
+    wall time of an idle 2-core machine from above; rescale them for other shapes or hardware.
+    """
+
+    synth_utt_s: float = 0.1  # rendering one continuation sentence (3 TTS calls), one process
+    ctc_step_s: float = 0.5  # one CTC pre-training step
+    textlm_step_s: float = 0.17  # one text-LM pre-training step
+    prefix_step_s: float = 0.9  # one prefix-LM training step
+    test_utt_s: float = 0.15  # teacher-forced scoring + prefix ASR of one test utterance
+    judge_utt_s: float = 1.5  # generating (up to judge.max_frames), vocoding and judging one continuation
+
+
+@dataclass
+class AblationConfig:
+    data: AblationDataConfig = field(default_factory=AblationDataConfig)
+    ctc: CTCPretrainConfig = field(default_factory=CTCPretrainConfig)
+    textlm: TextLMConfig = field(default_factory=TextLMConfig)
+    # The full model's recipe; its encoder, mel and decoder shapes are taken from ctc and textlm.
+    prefix: PrefixTrainConfig = field(default_factory=PrefixTrainConfig)
+    variants: list[str] = field(
+        default_factory=lambda: ["full", "no_text_ce", "no_deriv", "decoder_random", "encoder_random", "both_random"]
+    )
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    asr_batch_size: int = 16
+    cost: CostConfig = field(default_factory=CostConfig)
+
+
+@dataclass(frozen=True)
+class Variant:
+    description: str
+    encoder_init: bool = True
+    decoder_init: bool = True
+    loss: dict[str, float] = field(default_factory=dict)
+
+
+VARIANTS: dict[str, Variant] = {
+    "full": Variant("CTC encoder + text-LM decoder, all losses"),
+    "no_text_ce": Variant("without the text cross-entropy", loss={"w_text": 0.0}),
+    "no_deriv": Variant("without the derivative loss", loss={"w_deriv": 0.0}),
+    "decoder_random": Variant("decoder randomly initialised", decoder_init=False),
+    "encoder_random": Variant("encoder randomly initialised", encoder_init=False),
+    "both_random": Variant("neither encoder nor decoder pre-trained", encoder_init=False, decoder_init=False),
+}
+
+
+def _corpus(cfg: AblationConfig, out: Path) -> dict[str, str]:
+    given = {s: getattr(cfg.data, s) for s in SPLITS}
+    if all(given.values()):
+        return given
+    if any(given.values()):
+        raise ConfigError(f"data: give all of {SPLITS} or none (to synthesize a corpus), got {given}")
+    corpus = out / "corpus"
+    if not (corpus / "test.jsonl").is_file():
+        from ..corpus.synth import synthesize
+
+        synthesize(corpus, num_utts=cfg.data.synth_utts, seed=cfg.data.synth_seed, continuation=True)
+    return {s: str(corpus / f"{s}.jsonl") for s in SPLITS}
+
+
+def _once(done: Path, run: Callable[[], Any]) -> None:
+    if done.is_file():
+        logger.info("%s exists, skipping", done)
+        return
+    run()
+
+
+def lm_text(cfg: AblationConfig, data: dict[str, str], out: Path) -> Path:
+    """``out/lm_text.txt``: generated sentences, minus every dev and test sentence."""
+    from ..corpus.sentences import generate_sentences
+
+    path = out / "lm_text.txt"
+    if not path.is_file():
+        held_out = {normalize_text(r.text) for s in ("dev", "test") for r in read_audio_manifest(data[s])}
+        # Another seed than the corpus's, so these are mostly new sentences.
+        sentences = generate_sentences(cfg.data.lm_sentences, seed=cfg.data.synth_seed + 1)
+        atomic_write_text(path, "".join(t + "\n" for t in sentences if normalize_text(t) not in held_out))
+    return path
+
+
+def pretrain(cfg: AblationConfig, data: dict[str, str], out: Path) -> tuple[Path, Path]:
+    """(CTC encoder dir, text-LM decoder dir), trained unless already there."""
+    ctc = copy.deepcopy(cfg.ctc)
+    ctc.data.train, ctc.data.dev, ctc.out_dir = data["train"], data["dev"], str(out / "pretrain_ctc")
+    _once(Path(ctc.out_dir) / "summary.json", lambda: pretrain_ctc(ctc))
+    lm = copy.deepcopy(cfg.textlm)
+    lm.data.train, lm.data.dev, lm.out_dir = data["train"], data["dev"], str(out / "pretrain_textlm")
+    if cfg.data.lm_sentences:
+        lm.data.text_files = [*lm.data.text_files, str(lm_text(cfg, data, out))]
+    _once(Path(lm.out_dir) / "summary.json", lambda: pretrain_text_lm(lm))
+    return Path(ctc.out_dir) / "best", Path(lm.out_dir) / "best"
+
+
+def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder: Path, decoder: Path, out: Path) -> PrefixTrainConfig:
+    if name not in VARIANTS:
+        raise ConfigError(f"variants: unknown variant {name!r}; known: {list(VARIANTS)}")
+    v = VARIANTS[name]
+    run = copy.deepcopy(cfg.prefix)
+    run.data.train, run.data.dev, run.out_dir = data["train"], data["dev"], str(out / "runs" / name)
+    run.data.vocab = str(decoder)  # every variant shares the text LM's ids
+    # Random and pre-trained variants share one shape: the pre-training recipes'.
+    run.model.encoder, run.mel = copy.deepcopy(cfg.ctc.encoder), cfg.ctc.mel
+    run.model.decoder = copy.deepcopy(cfg.textlm.decoder)
+    run.model.encoder_init = str(encoder) if v.encoder_init else None
+    run.model.decoder.init_from = str(decoder) if v.decoder_init else None
+    for key, value in v.loss.items():
+        setattr(run.loss, key, value)
+    return run
+
+
+def score_variant(checkpoint: Path, test: str, max_utts: int, asr_batch_size: int) -> dict[str, float]:
+    model, vocab, chars, cfg = load_prefix_checkpoint(checkpoint)
+    utts = load_utterances(test, MelFrontend(cfg.mel), limit=max_utts)
+    packer = Packer(vocab, chars, cfg.model.spectrogram.reduction, model.frame_mean, model.frame_std)
+    torch.manual_seed(0)  # the pre-net's inference dropout
+    scores = evaluate_teacher_forced(model, packer, SpectronLoss(cfg.loss), utts, cfg.optim.batch_size)
+    hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], asr_batch_size)
+    scores["prompt_wer"] = score_corpus([u.text for u in utts], hyps)["wer"]
+    return scores
+
+
+def judge_wer(checkpoint: Path, test: str, judge: JudgeConfig, out: Path) -> dict[str, float | int]:
+    """WER of the judge on vocoded free-running continuations (see the module docstring).
+
+    The audio is discretized and decoded once and the one set of hypotheses scored against
+    both references. A continuation too short for the judge's tokenizer to give a single
+    unit (one that stopped after a frame or two) is scored as an empty hypothesis: the
+    judge hears nothing, and every reference word counts as a deletion.
+    """
+    model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
+    frontend = MelFrontend(cfg.mel)
+    utts = load_utterances(test, frontend, limit=judge.max_utts)
+    torch.manual_seed(0)
+    records, written = [], []
+    for u in tqdm(utts, desc="judge: vocode", unit="utt", leave=False):
+        result = generate_continuation(model, vocab, u.feats, max_frames=judge.max_frames)
+        wave = frontend.to_wave(result["log_mel"])
+        atomic_write_bytes(out / "wav" / f"{u.id}.wav", wav_bytes(wave, cfg.mel.sample_rate))
+        written.append(result["continuation"])
+        # A manifest text may not be empty; the scores below use the real references.
+        records.append(
+            AudioRecord(u.id, f"wav/{u.id}.wav", u.cont_text or "-", "generated", wave.numel() / cfg.mel.sample_rate).to_json()
+        )
+    write_jsonl(out / "vocoded_ref.jsonl", records)
+    heard = judge_transcripts(judge, out / "vocoded_ref.jsonl", out)
+    hyps = [heard.get(u.id, "") for u in utts]
+    write_jsonl(
+        out / "judge.jsonl",
+        [{"id": u.id, "ref": u.cont_text or "", "written": w, "hyp": h, "too_short": u.id not in heard}
+         for u, w, h in zip(utts, written, hyps)],
+    )
+    return {
+        "judge_wer_self": score_corpus(written, hyps)["wer"],
+        "judge_wer_ref": score_corpus([u.cont_text or "" for u in utts], hyps)["wer"],
+        "judge_too_short": sum(u.id not in heard for u in utts),
+    }
+
+
+def judge_transcripts(judge: JudgeConfig, manifest: Path, out: Path) -> dict[str, str]:
+    """``id -> the judge's transcript`` of every utterance of ``manifest`` the judge's
+    tokenizer could discretize; the ones it rejected (too short) are left out."""
+    from ..decode import decode
+    from ..discretize import apply_tokenizer
+    from ..discretize.apply import rejects_path
+
+    units = out / "units.jsonl"
+    try:
+        apply_tokenizer(judge.tokenizer, manifest, units, skip_bad=True, progress=False)
+    except DataError:
+        # Raised when not one line could be discretized: then every line is in the rejects.
+        rejects = rejects_path(units)
+        if rejects.is_file() and len(read_jsonl(rejects)) == len(read_jsonl(manifest)):
+            return {}
+        raise
+    decode(judge.checkpoint, units, out / "judge.hyp.jsonl")
+    return {row["id"]: row["hyp"] for row in read_jsonl(out / "judge.hyp.jsonl")}
+
+
+@torch.no_grad()
+def bridge_lengths(encoder_dir: Path, test: str, max_utts: int) -> dict[str, float]:
+    """Mean prefix length per utterance for each bridge, on the test prompts."""
+    encoder, _, cfg = load_encoder_checkpoint(encoder_dir)
+    utts = load_utterances(test, MelFrontend(cfg.mel), limit=max_utts)
+    sums = {"input_frames": 0.0, "none": 0.0, "conv": 0.0, "ctc": 0.0}
+    bridges = {name: build_bridge(BridgeConfig(name), cfg.encoder.dim) for name in ("none", "conv", "ctc")}
+    for u in utts:
+        feats, lengths = u.feats.unsqueeze(0), torch.tensor([u.feats.size(0)])
+        states, enc_lengths = encoder(utterance_norm(feats, lengths), lengths)
+        logits = encoder.ctc_logits(states)
+        sums["input_frames"] += u.feats.size(0)
+        for name, bridge in bridges.items():
+            sums[name] += float(bridge(states, enc_lengths, logits)[1][0])
+    means = {k: v / len(utts) for k, v in sums.items()}
+    return {**means, **{f"reduction_{k}": means["input_frames"] / means[k] for k in bridges}}
+
+
+def estimate_seconds(cfg: AblationConfig, out: Path) -> dict[str, float]:
+    """Seconds of work left per stage at the ``cfg.cost`` rates; a finished stage (its
+    output exists, so a rerun skips it) costs nothing."""
+    c = cfg.cost
+
+    def left(done: Path, seconds: float) -> float:
+        return 0.0 if done.is_file() else seconds
+
+    synth = 0.0 if cfg.data.train else left(out / "corpus" / "test.jsonl", cfg.data.synth_utts * c.synth_utt_s)
+    stages = {
+        "synthesize": synth,
+        "pretrain_ctc": left(out / "pretrain_ctc" / "summary.json", cfg.ctc.optim.max_steps * c.ctc_step_s),
+        "pretrain_textlm": left(out / "pretrain_textlm" / "summary.json", cfg.textlm.optim.max_steps * c.textlm_step_s),
+    }
+    score = cfg.data.max_test_utts * c.test_utt_s + (cfg.judge.max_utts * c.judge_utt_s if cfg.judge.checkpoint else 0.0)
+    for name in cfg.variants:
+        run = out / "runs" / name
+        stages[name] = left(run / "summary.json", cfg.prefix.optim.max_steps * c.prefix_step_s) + left(
+            run / "test_metrics.json", score
+        )
+    return stages
+
+
+def print_estimate(cfg: AblationConfig, out: Path) -> float:
+    """Prints (to stderr) and returns the estimated minutes of work left."""
+    stages = estimate_seconds(cfg, out)
+    total = sum(stages.values()) / 60
+    if total == 0:
+        message = "nothing left to train or score (every stage's output exists)"
+    else:
+        parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in stages.items() if v > 0)
+        note = "; a GPU is available, so expect much less" if torch.cuda.is_available() else ""
+        message = (
+            f"about {total:.0f} min of work left ({parts} min), at the cost.* rates "
+            f"(CPU seconds, one thread; 2 idle cores do better){note}"
+        )
+    print(f"prefix ablation: {message}", file=sys.stderr, flush=True)
+    return total
+
+
+def markdown_table(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, row in results.items():
+        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Runs the ablation grid of ``config_path`` into ``out_dir``; returns
+    ``{variants: {name: metrics}, bridges: {...}, table: markdown}``."""
+    cfg = load_config(AblationConfig, config_path, overrides)
+    unknown = [v for v in cfg.variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"variants: unknown {unknown}; known: {list(VARIANTS)}")
+    if bool(cfg.judge.checkpoint) != bool(cfg.judge.tokenizer):
+        raise ConfigError("judge: give both checkpoint and tokenizer, or neither")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    print_estimate(cfg, out)
+    data = _corpus(cfg, out)
+    encoder, decoder = pretrain(cfg, data, out)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in cfg.variants:
+        run = variant_config(cfg, name, data, encoder, decoder, out)
+        _once(Path(run.out_dir) / "summary.json", lambda: train_prefix_lm(run))
+        best = Path(run.out_dir) / "best"
+        metrics_file = Path(run.out_dir) / "test_metrics.json"
+        if not metrics_file.is_file():
+            metrics = score_variant(best, data["test"], cfg.data.max_test_utts, cfg.asr_batch_size)
+            if cfg.judge.checkpoint:
+                metrics.update(judge_wer(best, data["test"], cfg.judge, Path(run.out_dir) / "judge"))
+            atomic_write_text(metrics_file, json.dumps(metrics, indent=2) + "\n")
+        results[name] = {"description": VARIANTS[name].description, **json.loads(metrics_file.read_text())}
+
+    columns = ["cont_logppl", "spec_l1", "text_ce", "prompt_wer"]
+    if cfg.judge.checkpoint:
+        columns += ["judge_wer_self", "judge_wer_ref", "judge_too_short"]
+    summary = {
+        "variants": results,
+        "bridges": bridge_lengths(encoder, data["test"], cfg.data.max_test_utts),
+        "table": markdown_table(results, columns),
+    }
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    b = summary["bridges"]
+    bridges_md = (
+        f"\nPrefix length per test prompt ({b['input_frames']:.0f} log-mel frames on average): "
+        f"none {b['none']:.1f}, conv {b['conv']:.1f}, ctc {b['ctc']:.1f} "
+        f"(x{b['reduction_none']:.0f}, x{b['reduction_conv']:.0f}, x{b['reduction_ctc']:.0f} shorter than the input).\n"
+    )
+    atomic_write_text(out / "results.md", summary["table"] + bridges_md)
+    return summary
