@@ -57,6 +57,10 @@ def test_config_yaml_and_overrides(tmp_path):
     assert cfg.optim.steps == 7 and cfg.tags == ["a", "b"]
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(_Cfg, tmp_path / "saved.yaml") == cfg
+    # YAML 1.1 reads 3e-3 (no dot) as a string; a float field still takes it.
+    assert load_config(_Cfg, path, ["optim.lr=3e-3"]).optim.lr == 0.003
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config(_Cfg, path, ["optim.lr=fast"])
 
 
 def test_config_unknown_key_and_bad_type_fail_fast():

@@ -32,6 +32,7 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
         text_file=args.text_file,
         jobs=args.jobs,
         continuation=args.continuation,
+        heldout_voice=args.heldout_voice,
     )
     _print_summary(summary)
     return 0
@@ -136,6 +137,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             beam=args.beam,
             max_new_tokens=args.max_new_tokens,
+            task=args.task,
+            use_cache=not args.no_cache,
         )
     _print_summary(scores)
     return 0
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-file", type=Path, help="one sentence a line, instead of the built-in generator")
     s.add_argument("--jobs", type=int, help="parallel TTS processes (default: all cores)")
     s.add_argument("--continuation", action="store_true", help="also render prompt/continuation pairs")
+    s.add_argument("--heldout-voice", help="the voice kept out of train/dev for the test subset (default: flite-awb)")
     s.set_defaults(fn=cmd_corpus_synth)
     s = corpus.add_parser("validate", help="check manifests and report every bad line")
     s.add_argument("manifests", nargs="+", type=Path)
@@ -278,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--beam", type=int, default=1)
     s.add_argument("--max-new-tokens", type=int, default=200)
+    s.add_argument("--task", choices=["asr", "tts"], default="asr", help="discrete path: asr scores WER/CER, tts the unit error rate")
+    s.add_argument("--no-cache", action="store_true", help="discrete path: recompute the whole prefix each step (for comparison)")
     s.set_defaults(fn=cmd_decode)
 
     s = sub.add_parser(

@@ -110,6 +110,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return {k: _convert(inner, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-3" (no dot) as a string; people write it that way.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is Path and isinstance(value, str):
         return Path(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
