@@ -29,7 +29,7 @@ from .corpus.manifest import UnitRecord
 from .data import read_checked_manifest
 from .errors import ConfigError
 from .io import atomic_write_text, write_jsonl
-from .models import load_checkpoint, max_positions
+from .models import eval_mode, load_checkpoint, max_positions
 from .scoring import score_corpus
 from .tasks import TaskConfig, asr_prompt, text_ids
 from .vocab import UnifiedVocab
@@ -117,22 +117,20 @@ def transcribe(
     """ASR hypotheses of ``records``, in their order."""
     if not records:
         return []
-    was_training = model.training
-    model.eval()
-    ids = generate_batched(
-        model,
-        [asr_prompt(r, vocab, tasks) for r in records],
-        batch_size,
-        progress,
-        stop_id=vocab.text_end_id,
-        pad_id=vocab.pad_id,
-        allowed=[*range(vocab.text_size), vocab.text_end_id],
-        vocab_size=len(vocab),
-        beam=beam,
-        max_new_tokens=max_new_tokens,
-        use_cache=use_cache,
-    )
-    model.train(was_training)
+    with eval_mode(model):
+        ids = generate_batched(
+            model,
+            [asr_prompt(r, vocab, tasks) for r in records],
+            batch_size,
+            progress,
+            stop_id=vocab.text_end_id,
+            pad_id=vocab.pad_id,
+            allowed=[*range(vocab.text_size), vocab.text_end_id],
+            vocab_size=len(vocab),
+            beam=beam,
+            max_new_tokens=max_new_tokens,
+            use_cache=use_cache,
+        )
     return [vocab.decode_text(x) for x in ids]
 
 
@@ -148,33 +146,31 @@ def synthesize_units(
     progress: bool = False,
 ) -> list[list[int]]:
     """TTS: speech units for the transcripts of ``records`` (each in its record's tokenizer)."""
-    was_training = model.training
-    model.eval()
-    outputs: list[list[int]] = [[] for _ in records]
-    # One tokenizer per generate call: the allowed ids are that tokenizer's range.
-    by_tokenizer: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(records):
-        by_tokenizer.setdefault((r.tokenizer["name"], r.tokenizer["hash"]), []).append(i)
-    for (name, hash_), idx in by_tokenizer.items():
-        identity = {"name": name, "hash": hash_}
-        span = vocab.speech_range(identity)
-        prompts = [[vocab.task_id("tts"), *text_ids(records[i], vocab, tasks), vocab.text_end_id] for i in idx]
-        ids = generate_batched(
-            model,
-            prompts,
-            batch_size,
-            progress,
-            stop_id=vocab.speech_end_id,
-            pad_id=vocab.pad_id,
-            allowed=[*range(span.start, span.stop), vocab.speech_end_id],
-            vocab_size=len(vocab),
-            beam=beam,
-            max_new_tokens=max_new_tokens,
-            use_cache=use_cache,
-        )
-        for i, x in zip(idx, ids):
-            outputs[i] = vocab.decode_units(x, identity)
-    model.train(was_training)
+    with eval_mode(model):
+        outputs: list[list[int]] = [[] for _ in records]
+        # One tokenizer per generate call: the allowed ids are that tokenizer's range.
+        by_tokenizer: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(records):
+            by_tokenizer.setdefault((r.tokenizer["name"], r.tokenizer["hash"]), []).append(i)
+        for (name, hash_), idx in by_tokenizer.items():
+            identity = {"name": name, "hash": hash_}
+            span = vocab.speech_range(identity)
+            prompts = [[vocab.task_id("tts"), *text_ids(records[i], vocab, tasks), vocab.text_end_id] for i in idx]
+            ids = generate_batched(
+                model,
+                prompts,
+                batch_size,
+                progress,
+                stop_id=vocab.speech_end_id,
+                pad_id=vocab.pad_id,
+                allowed=[*range(span.start, span.stop), vocab.speech_end_id],
+                vocab_size=len(vocab),
+                beam=beam,
+                max_new_tokens=max_new_tokens,
+                use_cache=use_cache,
+            )
+            for i, x in zip(idx, ids):
+                outputs[i] = vocab.decode_units(x, identity)
     return outputs
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from ..config import load_config, save_config
 from ..errors import ConfigError, UnifiedLMError
 from ..losses import LossOutput
+from ..models.decoder import eval_mode
 from ..models.prefix import PrefixEncoder
 from ..models.prefix.model import utterance_norm
 from ..scoring import score_corpus
@@ -73,18 +74,16 @@ def ctc_loss(model: CTCModel, batch: dict[str, torch.Tensor], device: torch.devi
 @torch.no_grad()
 def evaluate_ctc(model: CTCModel, chars: CharVocab, utts: Sequence[Utterance], batch_size: int) -> dict[str, float]:
     """Dev CTC loss (per utterance) and greedy-decoding CER / WER."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, refs, hyps = 0.0, [], []
-    for group in batches(utts, batch_size):
-        batch = {k: v.to(device) for k, v in collate_ctc(group, chars).items()}
-        total += float(ctc_loss(model, batch, device).total) * len(group)
-        log_probs, lengths = model(batch["feats"], batch["feat_lengths"])
-        for row, n, u in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), group):
-            hyps.append(chars.decode_ctc(row[:n]))
-            refs.append(u.text)
-    model.train(was_training)
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        total, refs, hyps = 0.0, [], []
+        for group in batches(utts, batch_size):
+            batch = {k: v.to(device) for k, v in collate_ctc(group, chars).items()}
+            total += float(ctc_loss(model, batch, device).total) * len(group)
+            log_probs, lengths = model(batch["feats"], batch["feat_lengths"])
+            for row, n, u in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), group):
+                hyps.append(chars.decode_ctc(row[:n]))
+                refs.append(u.text)
     scores = score_corpus(refs, hyps)
     return {"loss": total / len(utts), "cer": scores["cer"], "wer": scores["wer"]}
 

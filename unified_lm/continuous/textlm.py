@@ -27,7 +27,7 @@ from ..corpus.sentences import read_sentences
 from ..errors import DataError, UnifiedLMError
 from ..losses import LossOutput
 from ..models.checkpoint import save_checkpoint
-from ..models.decoder import build_model
+from ..models.decoder import build_model, eval_mode
 from ..vocab import UnifiedVocab
 from .config import TextLMConfig
 from .loop import Task, epoch_rng, fit
@@ -64,16 +64,14 @@ def lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], device: torc
 
 @torch.no_grad()
 def evaluate_lm(model: PreTrainedModel, seqs: Sequence[list[int]], pad_id: int, batch_size: int) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    nll, count = 0.0, 0
-    for k in range(0, len(seqs), batch_size):
-        group = seqs[k : k + batch_size]
-        n = sum(len(s) - 1 for s in group)
-        nll += float(lm_loss(model, collate_text(group, pad_id), device).total) * n
-        count += n
-    model.train(was_training)
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        nll, count = 0.0, 0
+        for k in range(0, len(seqs), batch_size):
+            group = seqs[k : k + batch_size]
+            n = sum(len(s) - 1 for s in group)
+            nll += float(lm_loss(model, collate_text(group, pad_id), device).total) * n
+            count += n
     return {"loss": nll / count, "ppl": math.exp(nll / count)}
 
 

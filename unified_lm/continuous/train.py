@@ -22,7 +22,7 @@ from ..errors import UnifiedLMError
 from ..losses import LOSSES
 from ..losses.spectrogram import IGNORE, SpectronLoss
 from ..models.checkpoint import TRAIN_CONFIG_FILE
-from ..models.decoder import build_model
+from ..models.decoder import build_model, eval_mode
 from ..models.prefix import PrefixLM
 from ..vocab import UnifiedVocab
 from .checkpoint import load_encoder_checkpoint, save_prefix_checkpoint
@@ -86,29 +86,27 @@ def evaluate_teacher_forced(
     ablation metric; ``spec_l1``: mean absolute error of the post-net frames in log-mel
     units (natural log of mel power).
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sums = dict.fromkeys(("loss", "text_nll", "text_n", "cont_nll", "cont_n", "l1", "l1_n", "utts"), 0.0)
-    for group in batches(utts, batch_size):
-        packed, target = packer.collate(group)
-        packed, target = packed.to(device), target.to(device)
-        pred = model(packed)
-        sums["loss"] += float(loss_fn(pred, target).total) * len(group)
-        sums["utts"] += len(group)
-        nll = torch.nn.functional.cross_entropy(
-            pred.text_logits.float().transpose(1, 2), target.text_labels, ignore_index=IGNORE, reduction="none"
-        )
-        has_text = target.text_labels != IGNORE
-        sums["text_nll"] += float(nll[has_text].sum())
-        sums["text_n"] += int(has_text.sum())
-        cont = has_text & target.continuation
-        sums["cont_nll"] += float(nll[cont].sum())
-        sums["cont_n"] += int(cont.sum())
-        err = (pred.frames_post - target.frames) * model.frame_std  # normalised -> log-mel units
-        sums["l1"] += float(err.abs()[target.frame_mask].sum())
-        sums["l1_n"] += int(target.frame_mask.sum()) * err.size(-1)
-    model.train(was_training)
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        sums = dict.fromkeys(("loss", "text_nll", "text_n", "cont_nll", "cont_n", "l1", "l1_n", "utts"), 0.0)
+        for group in batches(utts, batch_size):
+            packed, target = packer.collate(group)
+            packed, target = packed.to(device), target.to(device)
+            pred = model(packed)
+            sums["loss"] += float(loss_fn(pred, target).total) * len(group)
+            sums["utts"] += len(group)
+            nll = torch.nn.functional.cross_entropy(
+                pred.text_logits.float().transpose(1, 2), target.text_labels, ignore_index=IGNORE, reduction="none"
+            )
+            has_text = target.text_labels != IGNORE
+            sums["text_nll"] += float(nll[has_text].sum())
+            sums["text_n"] += int(has_text.sum())
+            cont = has_text & target.continuation
+            sums["cont_nll"] += float(nll[cont].sum())
+            sums["cont_n"] += int(cont.sum())
+            err = (pred.frames_post - target.frames) * model.frame_std  # normalised -> log-mel units
+            sums["l1"] += float(err.abs()[target.frame_mask].sum())
+            sums["l1_n"] += int(target.frame_mask.sum()) * err.size(-1)
     return {
         "loss": sums["loss"] / max(sums["utts"], 1),
         "text_ce": sums["text_nll"] / max(sums["text_n"], 1),

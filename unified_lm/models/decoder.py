@@ -15,9 +15,10 @@ vocabulary. The text ids of that vocabulary must be the checkpoint's own, so bui
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from transformers import (
@@ -192,3 +193,15 @@ def max_positions(model: PreTrainedModel) -> int | None:
 def count_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Puts ``model`` in eval mode for the block and restores its previous mode after it,
+    also when the block raises (so a failed evaluation never leaves training without dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
