@@ -41,8 +41,10 @@ def test_crashed_run_resumes_exactly(tmp_path, monkeypatch):
     overrides = [
         "optim.max_steps=12", "optim.grad_accum=2", "optim.max_tokens=64", "time_mask=0.2",
         "checkpoint.every_steps=4", "eval.every_steps=6", "log_every_steps=1",
+        "loss.ctc_weight=0.5",  # the auxiliary CTC resumes exactly too
     ]
     train(tiny_config(tmp_path / "a", corpus, *overrides))
+    assert all("ctc_speech" in r for r in read_jsonl(tmp_path / "a/run/metrics.jsonl") if "loss" in r)
 
     real_step = train_module._train_step
 

@@ -38,6 +38,9 @@ class LossConfig:
     temperature: float = 1.0  # T: logits divided by T, KL multiplied by T^2
     kl_target: str = "smoothed"  # the paper's q', or "softmax_of_smoothed" (the released code's quirk)
     kl_reduction: str = "token_mean"  # mean over speech tokens, or "batchmean" (the released code's quirk)
+    # Weight of an auxiliary CTC of the transcript read off the input-speech positions
+    # (``losses.ctc``), added to whichever loss is named; 0 = the paper's losses unchanged.
+    ctc_weight: float = 0.0
 
     def __post_init__(self):
         if self.kl_target not in KL_TARGETS:
@@ -48,6 +51,8 @@ class LossConfig:
             raise ConfigError(f"loss.eps must be in [0, 1], got {self.eps}")
         if self.temperature <= 0:
             raise ConfigError(f"loss.temperature must be > 0, got {self.temperature}")
+        if self.ctc_weight < 0:
+            raise ConfigError(f"loss.ctc_weight must be >= 0, got {self.ctc_weight}")
 
 
 @dataclass
@@ -62,8 +67,16 @@ LOSSES: Registry[LossFactory] = Registry("loss")
 
 
 def build_loss(cfg: LossConfig, vocab: UnifiedVocab) -> LossFn:
-    """The configured loss, bound to the vocabulary's speech-token ranges."""
-    return LOSSES.get(cfg.name)(cfg, vocab.speech_ranges())
+    """The configured loss, bound to the vocabulary's speech-token ranges (plus the auxiliary
+    speech CTC when ``cfg.ctc_weight > 0``)."""
+    loss_fn = LOSSES.get(cfg.name)(cfg, vocab.speech_ranges())
+    if cfg.ctc_weight > 0:
+        from .ctc import with_speech_ctc  # imports base: a top-level import would be circular
+
+        if vocab.pad_id != vocab.text_size:
+            raise ConfigError(f"the speech CTC uses <pad> (id {vocab.pad_id}) as blank and expects it right after the text ids")
+        loss_fn = with_speech_ctc(loss_fn, cfg.ctc_weight, vocab.text_size)
+    return loss_fn
 
 
 @dataclass
