@@ -125,7 +125,7 @@ def test_fit_writes_a_self_describing_directory(fbank_tok):
     assert len(meta.hash) == 64
     saved = yaml.safe_load((fbank_tok / "recipe.yaml").read_text())
     assert saved["kmeans"]["k"] == 16
-    assert saved["kmeans"]["features"] == {"type": "fbank", "num_mel_bins": 80, "cmn": True}  # defaults spelled out
+    assert saved["kmeans"]["features"] == {"type": "fbank", "num_mel_bins": 80, "cmn": True, "context": 0}  # defaults spelled out
     assert np.load(fbank_tok / "centroids.npy").shape == (16, 80)
     assert not list(fbank_tok.parent.glob(".*tmp"))  # no staging dir left behind
 
@@ -282,3 +282,21 @@ def test_ssl_errors_are_clear(corpus, tmp_path):
     model = tiny_hubert(tmp_path / "hubert")
     with pytest.raises(ConfigError, match="layer=23 is out of range.*2 layers"):
         fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + [f"kmeans.features.model_path={model}"])
+
+
+def test_fbank_context_splices_neighbours_with_repeated_edges():
+    from unified_lm.discretize.features import _splice, build_features
+
+    x = torch.arange(8.0).reshape(4, 2)
+    spliced = _splice(x, 1)
+    assert spliced.shape == (4, 6)
+    assert spliced[0].tolist() == [0, 1, 0, 1, 2, 3]  # the first frame stands in for frame -1
+    assert spliced[2].tolist() == [2, 3, 4, 5, 6, 7]
+    assert spliced[3].tolist() == [4, 5, 6, 7, 6, 7]
+    features = build_features({"type": "fbank", "num_mel_bins": 40, "context": 2})
+    plain = build_features({"type": "fbank", "num_mel_bins": 40})
+    wav = torch.randn(8000, generator=torch.Generator().manual_seed(0))
+    assert features.dim == 200 and features(wav).shape == (plain(wav).shape[0], 200)
+    assert torch.equal(features(wav)[:, 80:120], plain(wav))  # the centre block is the frame itself
+    with pytest.raises(ConfigError, match="context"):
+        build_features({"type": "fbank", "context": -1})

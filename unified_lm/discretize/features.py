@@ -54,22 +54,36 @@ def _mean_normalize(feats: torch.Tensor) -> torch.Tensor:
     return feats - feats.mean(dim=0, keepdim=True) if feats.shape[0] else feats
 
 
+def _splice(feats: torch.Tensor, context: int) -> torch.Tensor:
+    """Each frame with its ``context`` neighbours on each side, edges repeated:
+    ``[T, D] -> [T, (2 * context + 1) * D]`` (Kaldi's splicing)."""
+    if context == 0 or feats.shape[0] == 0:
+        return feats
+    padded = torch.cat([feats[:1].expand(context, -1), feats, feats[-1:].expand(context, -1)])
+    return torch.cat([padded[i : i + feats.shape[0]] for i in range(2 * context + 1)], dim=1)
+
+
 @FEATURES.register("fbank")
 class FbankFeatures:
     @dataclass
     class Config:
         num_mel_bins: int = 80
         cmn: bool = True  # per-utterance mean normalisation
+        # Frames spliced on each side before clustering: a unit then describes ~(2c+1)*10 ms
+        # of spectral movement, closer to a phone than one 25 ms frame is.
+        context: int = 0
 
     frame_rate = FRAME_RATE
 
     def __init__(self, cfg: Config):
+        if cfg.context < 0:
+            raise ConfigError(f"kmeans.features.context must be >= 0, got {cfg.context}")
         self.cfg = cfg
-        self.dim = cfg.num_mel_bins
+        self.dim = cfg.num_mel_bins * (2 * cfg.context + 1)
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         feats = fbank(wav, SAMPLE_RATE, self.cfg.num_mel_bins)
-        return _mean_normalize(feats) if self.cfg.cmn else feats
+        return _splice(_mean_normalize(feats) if self.cfg.cmn else feats, self.cfg.context)
 
     def external_files(self) -> dict[str, Path]:
         return {}
