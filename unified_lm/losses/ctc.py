@@ -34,7 +34,7 @@ def speech_ctc(logits: torch.Tensor, labels: torch.Tensor, roles: torch.Tensor, 
     # Stable sort brings each row's selected positions to the front, in order.
     frame_pos = torch.argsort((~frames).int(), dim=1, stable=True)[:, : int(n_frames.max())]
     target_pos = torch.argsort((~targets).int(), dim=1, stable=True)[:, : int(n_targets.max())]
-    text_logits = logits[rows][..., : text_size + 1].float()
+    text_logits = logits[..., : text_size + 1][rows].float()  # slice first: copy only the text columns
     index = frame_pos.unsqueeze(-1).expand(-1, -1, text_size + 1)
     log_probs = F.log_softmax(text_logits.gather(1, index), dim=-1)
     return F.ctc_loss(
