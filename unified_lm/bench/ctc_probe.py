@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..models import eval_mode
 from ..scoring import normalize_text
 
 FBANK_STACK = 2  # 100 frames/s -> 50 per second, the rate of collapsed fbank units
@@ -38,20 +39,20 @@ class Example:
     text: str
 
 
-def load_units(path: str) -> list[Example]:
+def load_units(path: str, limit: int | None = None) -> list[Example]:
     from ..corpus.manifest import read_unit_manifest
 
-    return [Example(torch.tensor(r.units) + 1, normalize_text(r.text)) for r in read_unit_manifest(path)]
+    return [Example(torch.tensor(r.units) + 1, normalize_text(r.text)) for r in read_unit_manifest(path)[:limit]]
 
 
-def load_fbank(path: str) -> list[Example]:
+def load_fbank(path: str, limit: int | None = None) -> list[Example]:
     from ..audio.load import load_audio
     from ..corpus.manifest import read_audio_manifest
     from ..discretize.features import build_features
 
     fbank = build_features({"type": "fbank", "num_mel_bins": 80, "cmn": True})
     out = []
-    for r in tqdm(read_audio_manifest(path), desc=f"fbank {path}", unit="utt"):
+    for r in tqdm(read_audio_manifest(path)[:limit], desc=f"fbank {path}", unit="utt"):
         f = fbank(load_audio(r.audio_path(path)))
         n = f.shape[0] // FBANK_STACK * FBANK_STACK
         out.append(Example(f[:n].reshape(n // FBANK_STACK, -1), normalize_text(r.text)))
@@ -82,15 +83,13 @@ def pad(batch: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate(model: Probe, dev: list[Example], chars: list[str]) -> tuple[float, float]:
-    model.eval()
     hyps = []
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(dev), 25):
             x, mask = pad(dev[i : i + 25])
             for best, n in zip(model(x, mask).argmax(-1), mask.sum(1)):
                 ids = torch.unique_consecutive(best[:n]).tolist()
                 hyps.append("".join(chars[j - 1] for j in ids if j).strip() or "-")
-    model.train()
     refs = [e.text for e in dev]
     return jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-dev", type=int, default=100, help="first N dev utterances")
     args = parser.parse_args(argv)
     load = load_fbank if args.fbank else load_units
-    run(load(args.train), load(args.dev)[: args.max_dev], args.steps)
+    run(load(args.train), load(args.dev, args.max_dev), args.steps)
 
 
 if __name__ == "__main__":
