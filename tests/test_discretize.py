@@ -49,7 +49,7 @@ def fbank_tok(corpus, tmp_path_factory):
 # ---- recipes ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["fbank-km500", "mfcc-km100", "ssl-km", "encodec-24k"])
+@pytest.mark.parametrize("name", ["fbank-km500", "mfcc-km100", "ssl-km", "encodec-24k", "ctc-km500"])
 def test_shipped_recipes_load(name):
     recipe = load_recipe(RECIPES / f"{name}.yaml")
     assert recipe.name == name and recipe.section is not None
@@ -62,7 +62,7 @@ def test_recipe_errors_name_the_file_and_the_problem(tmp_path):
         load_recipe(FBANK, ["kind=vq"])
     with pytest.raises(ConfigError, match="needs a 'encodec:' section"):
         load_recipe(FBANK, ["kind=encodec"])
-    with pytest.raises(ConfigError, match="unknown feature extractor 'wav2vec'; known: fbank, mfcc, ssl"):
+    with pytest.raises(ConfigError, match="unknown feature extractor 'wav2vec'; known: ctc_encoder, fbank, mfcc, ssl"):
         load_recipe(FBANK, ["kmeans.features.type=wav2vec"])
     with pytest.raises(ConfigError, match="kmeans.features: unknown key.*'num_ceps'"):
         load_recipe(FBANK, ["kmeans.features.num_ceps=13"])
@@ -99,6 +99,27 @@ def test_kmeans_backends_agree_given_the_same_centroids():
     assert np.array_equal(sklearn_km.model.cluster_centers_, centroids)
     assert np.array_equal(faiss_km.assign(x), labels)
     assert np.array_equal(sklearn_km.assign(x), labels)
+
+
+def test_faiss_assignment_resolves_near_ties_exactly():
+    # Batches this large take faiss's BLAS path, where float32 |x|^2 + |c|^2 - 2 x.c loses
+    # the small differences that decide the nearest centroid (here ~240 frames went to the
+    # wrong one before re-ranking); the assignment must still be the exact one, with exact
+    # ties going to the lower index, so it cannot change between processes.
+    import faiss
+
+    n = faiss.cvar.distance_compute_blas_threshold + 2000
+    rng = np.random.default_rng(0)
+    centroids = (10 + rng.normal(0, 0.1, (16, 8))).astype(np.float32)
+    x = (10 + rng.normal(0, 0.1, (n, 8))).astype(np.float32)
+    exact = ((x[:, None, :].astype(np.float64) - centroids.astype(np.float64)) ** 2).sum(-1).argmin(1)
+    assert np.array_equal(FaissKMeans.from_centroids(centroids).assign(x), exact)
+
+    twins = np.array([[1000, 1], [1000, -1]], np.float32)
+    point = np.array([[1000, 0], [1000, -1e-3]], np.float32)
+    assert FaissKMeans.from_centroids(twins).assign(point).tolist() == [0, 1]
+    assert FaissKMeans.from_centroids(twins[::-1].copy()).assign(point).tolist() == [0, 0]
+    assert FaissKMeans.from_centroids(twins[:1]).assign(point).tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
@@ -282,6 +303,66 @@ def test_ssl_errors_are_clear(corpus, tmp_path):
     model = tiny_hubert(tmp_path / "hubert")
     with pytest.raises(ConfigError, match="layer=23 is out of range.*2 layers"):
         fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + [f"kmeans.features.model_path={model}"])
+
+
+# ---- CTC-encoder units ---------------------------------------------------------------------
+
+
+CTC_KM = RECIPES / "ctc-km500.yaml"
+
+
+def tiny_ctc_encoder(out):
+    from unified_lm.continuous.checkpoint import save_encoder_checkpoint
+    from unified_lm.continuous.config import CTCPretrainConfig
+    from unified_lm.continuous.data import CharVocab
+    from unified_lm.models.prefix import PrefixEncoder
+    from unified_lm.models.prefix.encoder import EncoderConfig
+
+    cfg = CTCPretrainConfig(encoder=EncoderConfig(dim=16, num_layers=2, num_heads=2, ffn_dim=32, subsampling_channels=4))
+    chars = CharVocab.build(["abc de"])
+    torch.manual_seed(0)
+    return save_encoder_checkpoint(out, PrefixEncoder(cfg.encoder, len(chars)), chars, cfg)
+
+
+def test_ctc_encoder_units_cluster_the_chosen_block(corpus, tmp_path):
+    from unified_lm.continuous.checkpoint import load_encoder_checkpoint
+    from unified_lm.discretize.features import build_features
+    from unified_lm.models.prefix.model import utterance_norm
+
+    model = tiny_ctc_encoder(tmp_path / "enc")
+    small = ["kmeans.k=8", f"kmeans.features.model_path={model}"]
+    meta = fit(CTC_KM, corpus, tmp_path / "tok", small)
+    assert (meta.num_units, meta.frame_rate) == (8, 25.0)
+    tok = load_tokenizer(tmp_path / "tok")
+    units, _ = tok.encode(torch.from_numpy(speechlike(1.0, 16000, seed=8)))
+    assert 0 < len(units) <= 24 and all(0 <= u < 8 for u in units)  # 24 frames, repeats collapsed
+    assert "model/encoder.safetensors" in tok.quantizer.state_files(tmp_path / "tok")
+
+    # Block 1's output is what the full encoder feeds block 2: the hook stops at the right place.
+    wav = torch.from_numpy(speechlike(1.0, 16000, seed=3))
+    first = build_features({"type": "ctc_encoder", "model_path": str(model), "layer": 1})
+    last = build_features({"type": "ctc_encoder", "model_path": str(model)})
+    encoder, _, _ = load_encoder_checkpoint(model)
+    mel = first.frontend(wav).unsqueeze(0)
+    lengths = torch.tensor([mel.shape[1]])
+    with torch.no_grad():
+        full, _ = encoder(utterance_norm(mel, lengths), lengths)
+    assert last(wav).shape == (24, 16)  # 101 mel frames, 4x subsampled
+    assert torch.allclose(last(wav), full[0], atol=1e-5)
+    assert not torch.allclose(first(wav), full[0], atol=1e-3)
+    assert first(wav[:800]).shape == (0, 16)  # shorter than the subsampling's receptive field
+
+
+def test_ctc_encoder_errors_are_clear(tmp_path):
+    from unified_lm.discretize.features import build_features
+
+    with pytest.raises(ConfigError, match="need kmeans.features.model_path"):
+        build_features({"type": "ctc_encoder"})
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        build_features({"type": "ctc_encoder", "model_path": str(tmp_path)})
+    model = tiny_ctc_encoder(tmp_path / "enc")
+    with pytest.raises(ConfigError, match="layer=3 is out of range.*2 layers"):
+        build_features({"type": "ctc_encoder", "model_path": str(model), "layer": 3})
 
 
 def test_fbank_context_splices_neighbours_with_repeated_edges():

@@ -167,6 +167,61 @@ class SslFeatures:
         return {f"model/{p.name}": p for p in sorted(self.path.iterdir()) if p.is_file()}
 
 
+@FEATURES.register("ctc_encoder")
+class CtcEncoderFeatures:
+    """A layer of the prefix encoder after CTC pre-training on characters
+    (``python -m unified_lm.continuous.ctc``; its ``out_dir/best``), at 25 frames/s.
+
+    Supervised units, like CosyVoice's S3 tokenizer: the encoder was taught to hear
+    characters, so its clusters are far more phonetic and less voice-dependent than those
+    of filterbank frames. The stand-in for an SSL layer when no HuBERT/WavLM checkpoint is
+    at hand; the transcripts it was trained on must not include the dev or test set.
+    """
+
+    @dataclass
+    class Config:
+        model_path: str | None = None  # the CTC pre-training's out_dir/best
+        layer: int | None = None  # Conformer block whose output is clustered; None: the last
+        device: str = "cpu"
+
+    def __init__(self, cfg: Config):
+        from ..continuous.checkpoint import load_encoder_checkpoint
+        from ..continuous.features import MelFrontend
+
+        if not cfg.model_path:
+            raise ConfigError(
+                "ctc_encoder features need kmeans.features.model_path: the best/ directory of "
+                "`python -m unified_lm.continuous.ctc`"
+            )
+        self.path = Path(cfg.model_path).expanduser()
+        encoder, _, train_cfg = load_encoder_checkpoint(self.path)
+        self.layer = encoder.cfg.num_layers if cfg.layer is None else cfg.layer
+        if not 0 <= self.layer <= encoder.cfg.num_layers:
+            raise ConfigError(
+                f"kmeans.features.layer={cfg.layer} is out of range: {self.path} has {encoder.cfg.num_layers} layers"
+            )
+        self.cfg = cfg
+        self.encoder = encoder.to(cfg.device)
+        self.frontend = MelFrontend(train_cfg.mel)
+        self.dim = encoder.cfg.dim
+        self.frame_rate = train_cfg.mel.frame_rate / 4  # the encoder's 4x subsampling
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        from ..models.prefix.model import utterance_norm
+
+        mel = self.frontend(wav)
+        if mel.shape[0] < self.encoder.MIN_FRAMES:
+            return mel.new_zeros((0, self.dim))
+        lengths = torch.tensor([mel.shape[0]], device=self.cfg.device)
+        with torch.inference_mode():
+            feats = utterance_norm(mel.unsqueeze(0).to(self.cfg.device), lengths)
+            states, _ = self.encoder.layer_states(feats, lengths, self.layer)
+        return states[0].float().cpu()
+
+    def external_files(self) -> dict[str, Path]:
+        return {f"model/{p.name}": p for p in sorted(self.path.iterdir()) if p.is_file()}
+
+
 def _check_model_dir(model_path: str | None) -> Path:
     if not model_path:
         raise ConfigError(

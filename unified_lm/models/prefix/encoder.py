@@ -142,6 +142,31 @@ class PrefixEncoder(nn.Module):
         x = self.conformer(self.dropout(x), layout)
         return x * length_mask(out_lengths, x.size(1)).unsqueeze(-1), out_lengths
 
+    def layer_states(self, feats: Tensor, lengths: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        """The states after Conformer block ``layer`` (0: the subsampled input to the first
+        block) and their lengths; blocks above ``layer`` are not run. What a tokenizer
+        over this encoder clusters (``discretize.features.CtcEncoderFeatures``)."""
+        if not 0 <= layer <= self.cfg.num_layers:
+            raise ValueError(f"layer {layer} is out of range: the encoder has {self.cfg.num_layers} blocks")
+        x, out_lengths = self.subsampling(self.specaugment(feats), lengths)
+        if layer == 0:
+            return x, out_lengths
+        captured: list[Tensor] = []
+
+        def stop_after(index: int, seqs: Tensor, layout: BatchLayout, num_layers: int) -> bool:
+            if index + 1 == layer:
+                captured.append(seqs)
+                return False  # fairseq2 stops the stack when a hook returns False
+            return True
+
+        handle = self.conformer.register_layer_hook(stop_after)
+        try:
+            layout = BatchLayout(tuple(x.shape[:2]), out_lengths.tolist(), device=x.device)
+            self.conformer(self.dropout(x), layout)
+        finally:
+            handle.remove()
+        return captured[0], out_lengths
+
     def ctc_logits(self, states: Tensor) -> Tensor:
         return self.ctc_head(states)
 
