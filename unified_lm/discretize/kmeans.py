@@ -111,8 +111,8 @@ class FaissKMeans:
         dist, idx = self.index.search(feats, 2)
         # faiss's float32 BLAS distances (|x|^2 + |c|^2 - 2 x.c) carry rounding that varies
         # with blocking and memory alignment, so a near-tie could go either way from one
-        # process to the next. Re-ranking the two candidates in float64 makes a unit a
-        # function of the features alone: a resumed or sharded run writes the same bytes.
+        # process to the next. Re-ranking the two nearest candidates in float64 settles
+        # near-ties on the features alone, so a resumed or sharded run writes the same bytes.
         x = feats.astype(np.float64)
         scale = (x**2).sum(1) + self._sq_norms[idx[:, 1]]
         near = np.flatnonzero(dist[:, 1] - dist[:, 0] <= self.TIE_TOLERANCE * scale)
