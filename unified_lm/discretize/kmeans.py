@@ -80,7 +80,6 @@ class FaissKMeans:
         self.centroids = np.ascontiguousarray(centroids, np.float32)
         self.index = faiss.IndexFlatL2(self.centroids.shape[1])
         self.index.add(self.centroids)
-        self._sq_norms = (self.centroids.astype(np.float64) ** 2).sum(1)
 
     @classmethod
     def from_centroids(cls, centroids: np.ndarray) -> "FaissKMeans":
@@ -101,27 +100,8 @@ class FaissKMeans:
         km.train(np.ascontiguousarray(frames, np.float32))
         return cls(km.centroids)
 
-    # Near-ties closer than this share of |x|^2 + |c|^2 are re-ranked exactly (below).
-    TIE_TOLERANCE = 1e-4
-
     def assign(self, feats: np.ndarray) -> np.ndarray:
-        feats = np.ascontiguousarray(feats, np.float32)
-        if len(self.centroids) < 2:
-            return np.zeros(len(feats), np.int64)
-        dist, idx = self.index.search(feats, 2)
-        # faiss's float32 BLAS distances (|x|^2 + |c|^2 - 2 x.c) carry rounding that varies
-        # with blocking and memory alignment, so a near-tie could go either way from one
-        # process to the next. Re-ranking the two nearest candidates in float64 settles
-        # near-ties on the features alone, so a resumed or sharded run writes the same bytes.
-        x = feats.astype(np.float64)
-        scale = (x**2).sum(1) + self._sq_norms[idx[:, 1]]
-        near = np.flatnonzero(dist[:, 1] - dist[:, 0] <= self.TIE_TOLERANCE * scale)
-        if len(near):
-            exact = ((x[near, None, :] - self.centroids[idx[near]].astype(np.float64)) ** 2).sum(-1)
-            # Equal distances go to the lower index, whatever order faiss returned them in.
-            swap = (exact[:, 1] < exact[:, 0]) | ((exact[:, 1] == exact[:, 0]) & (idx[near, 1] < idx[near, 0]))
-            idx[near[swap], 0] = idx[near[swap], 1]
-        return idx[:, 0]
+        return self.index.search(np.ascontiguousarray(feats, np.float32), 1)[1][:, 0]
 
 
 @KMEANS_BACKENDS.register("sklearn")
