@@ -185,8 +185,10 @@ class CtcEncoderFeatures:
         device: str = "cpu"
 
     def __init__(self, cfg: Config):
+        # Imported here: they pull in fairseq2, which fbank/MFCC tokenizers never need.
         from ..continuous.checkpoint import load_encoder_checkpoint
         from ..continuous.features import MelFrontend
+        from ..models.prefix.model import utterance_norm
 
         if not cfg.model_path:
             raise ConfigError(
@@ -203,18 +205,17 @@ class CtcEncoderFeatures:
         self.cfg = cfg
         self.encoder = encoder.to(cfg.device)
         self.frontend = MelFrontend(train_cfg.mel)
+        self.normalize = utterance_norm
         self.dim = encoder.cfg.dim
         self.frame_rate = train_cfg.mel.frame_rate / 4  # the encoder's 4x subsampling
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
-        from ..models.prefix.model import utterance_norm
-
         mel = self.frontend(wav)
         if mel.shape[0] < self.encoder.MIN_FRAMES:
             return mel.new_zeros((0, self.dim))
         lengths = torch.tensor([mel.shape[0]], device=self.cfg.device)
         with torch.inference_mode():
-            feats = utterance_norm(mel.unsqueeze(0).to(self.cfg.device), lengths)
+            feats = self.normalize(mel.unsqueeze(0).to(self.cfg.device), lengths)
             states, _ = self.encoder.layer_states(feats, lengths, self.layer)
         return states[0].float().cpu()
 
