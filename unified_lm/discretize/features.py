@@ -164,7 +164,7 @@ class SslFeatures:
         return out.hidden_states[self.cfg.layer][0].float().cpu()
 
     def external_files(self) -> dict[str, Path]:
-        return {f"model/{p.name}": p for p in sorted(self.path.iterdir()) if p.is_file()}
+        return _model_files(self.path)
 
 
 @FEATURES.register("ctc_encoder")
@@ -220,7 +220,12 @@ class CtcEncoderFeatures:
         return states[0].float().cpu()
 
     def external_files(self) -> dict[str, Path]:
-        return {f"model/{p.name}": p for p in sorted(self.path.iterdir()) if p.is_file()}
+        return _model_files(self.path)
+
+
+def _model_files(directory: Path) -> dict[str, Path]:
+    """The files of a model directory, named as the tokenizer's content hash sees them."""
+    return {f"model/{p.name}": p for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def _check_model_dir(model_path: str | None) -> Path:

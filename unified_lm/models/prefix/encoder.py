@@ -136,10 +136,7 @@ class PrefixEncoder(nn.Module):
         """Returns encoder states [B, T', dim] (zero on padding) and their lengths [B]."""
         if int(lengths.min()) < self.MIN_FRAMES:
             raise ValueError(f"every utterance needs at least {self.MIN_FRAMES} feature frames, got {lengths.tolist()}")
-        feats = self.specaugment(feats)
-        x, out_lengths = self.subsampling(feats, lengths)
-        layout = BatchLayout(tuple(x.shape[:2]), out_lengths.tolist(), device=x.device)
-        x = self.conformer(self.dropout(x), layout)
+        x, out_lengths = self.layer_states(feats, lengths, self.cfg.num_layers)
         return x * length_mask(out_lengths, x.size(1)).unsqueeze(-1), out_lengths
 
     def layer_states(self, feats: Tensor, lengths: Tensor, layer: int) -> tuple[Tensor, Tensor]:
@@ -151,6 +148,9 @@ class PrefixEncoder(nn.Module):
         x, out_lengths = self.subsampling(self.specaugment(feats), lengths)
         if layer == 0:
             return x, out_lengths
+        layout = BatchLayout(tuple(x.shape[:2]), out_lengths.tolist(), device=x.device)
+        if layer == self.cfg.num_layers:
+            return self.conformer(self.dropout(x), layout), out_lengths
         captured: list[Tensor] = []
 
         def stop_after(index: int, seqs: Tensor, layout: BatchLayout, num_layers: int) -> bool:
@@ -161,7 +161,6 @@ class PrefixEncoder(nn.Module):
 
         handle = self.conformer.register_layer_hook(stop_after)
         try:
-            layout = BatchLayout(tuple(x.shape[:2]), out_lengths.tolist(), device=x.device)
             self.conformer(self.dropout(x), layout)
         finally:
             handle.remove()
