@@ -220,10 +220,10 @@ def cmd_bench_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import FULL, QUICK, run_demo
 
     out = args.out or Path("runs/demo-full" if args.full else "runs/demo")
-    run_demo(out, full=args.full, overrides=args.overrides)
+    run_demo(out, FULL if args.full else QUICK, overrides=args.overrides)
     return 0
 
 
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="synthesize, discretize, train, decode and print a WER table")
     s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")
-    s.add_argument("--full", action="store_true", help="the longer, better-scoring run (3000 utterances, more steps)")
+    s.add_argument("--full", action="store_true", help="the longer, better-scoring run: units from a CTC-trained encoder, 3x the steps")
     s.add_argument("overrides", nargs="*", help="training overrides, key=value")
     s.set_defaults(fn=cmd_demo)
     return p

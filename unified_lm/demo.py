@@ -1,11 +1,17 @@
 """The built-in default pipeline behind `make demo`.
 
-synthesize a corpus -> fit fbank-km500 (repeated units collapsed) -> discretize
-train/dev/test -> train the `small` decoder on ASR with the SLD loss -> decode test ->
-print WER/CER per subset (all, seen voices, the held-out voice).
+synthesize a corpus -> fit a unit tokenizer -> discretize train/dev/test -> train the
+`small` decoder on ASR with the SLD loss -> decode test -> print WER/CER per subset (all,
+seen voices, the held-out voice).
+
+The quick run (under 15 minutes on 2 cores) uses fbank-km500 units. `--full` first
+pre-trains a small CTC encoder on the training transcripts and clusters its top block
+(ctc-km500): the decoder transcribes from those units, not yet from fbank-km500's
+(docs/benchmarks.md).
 
 Every step is skipped when its output already exists, so a rerun after an interruption
-picks up where it stopped (each step is itself atomic or resumable).
+picks up where it stopped: each step is atomic or resumable, except the CTC pre-training
+(~10 minutes), which starts again from its first step.
 """
 
 from __future__ import annotations
@@ -26,15 +32,18 @@ class DemoScale:
     num_utts: int
     max_steps: int
     eval_every: int
+    tokenizer: str  # a recipe in tokenizers/
+    tokenizer_overrides: tuple[str, ...] = ()
+    ctc_steps: int = 0  # > 0: pre-train the CTC encoder that a ctc_encoder tokenizer reads
+    train_overrides: tuple[str, ...] = ()
 
 
-# The quick scale finishes in under 15 minutes on 2 cores; `--full` is the better-scoring
-# run (about 30 minutes of training). Timings and scores: docs/benchmarks.md.
-QUICK = DemoScale(num_utts=3000, max_steps=500, eval_every=500)
-FULL = DemoScale(num_utts=3000, max_steps=1500, eval_every=500)
-# Collapsing repeats halves the sequences (~300 -> ~155 units an utterance on the default
+# Timings and scores of both: docs/benchmarks.md.
+# Collapsing repeats halves fbank sequences (~300 -> ~155 units an utterance on the default
 # corpus), so each training step covers twice the utterances.
-TOKENIZER_OVERRIDES = ["post.dedup=true"]
+QUICK = DemoScale(num_utts=3000, max_steps=500, eval_every=500, tokenizer="fbank-km500.yaml",
+                  tokenizer_overrides=("post.dedup=true",))
+FULL = DemoScale(num_utts=3000, max_steps=1500, eval_every=250, tokenizer="ctc-km500.yaml", ctc_steps=1500)
 
 
 def _recipe(folder: str, name: str) -> Path:
@@ -49,53 +58,76 @@ def _step(title: str, done: bool) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: str | Path, full: bool = False, overrides: list[str] | None = None, seed: int = 0) -> dict:
+def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | None = None, seed: int = 0) -> dict:
+    from .continuous.ctc import main as ctc_main
     from .corpus.synth import synthesize
     from .decode import decode
     from .discretize import apply_tokenizer, fit_tokenizer
     from .train import main as train_main
 
     out = Path(out)
-    scale = FULL if full else QUICK
-    corpus, tok, units, run = out / "corpus", out / "tok", out / "units", out / "asr_sld"
+    corpus, encoder, tok, units, run = out / "corpus", out / "ctc-encoder", out / "tok", out / "units", out / "asr_sld"
+    titles = [f"synthesize {scale.num_utts} utterances"]
+    titles += [f"pre-train the CTC encoder ({scale.ctc_steps} steps)"] * bool(scale.ctc_steps)
+    titles += [f"fit the {Path(scale.tokenizer).stem} tokenizer", "discretize train/dev/test",
+               "train the small decoder on ASR with SLD", "decode test"]
+    numbered = iter(f"{i}/{len(titles)} {t}" for i, t in enumerate(titles, 1))
     timings: dict[str, float] = {}
 
-    t = _step(f"1/5 synthesize {scale.num_utts} utterances", (corpus / "test.jsonl").is_file())
+    t = _step(next(numbered), (corpus / "test.jsonl").is_file())
     if not (corpus / "test.jsonl").is_file():
         synthesize(corpus, num_utts=scale.num_utts, seed=seed)
     timings["synthesize"] = time.perf_counter() - t
 
-    t = _step("2/5 fit the fbank-km500 tokenizer", (tok / "meta.json").is_file())
+    tokenizer_overrides = list(scale.tokenizer_overrides)
+    if scale.ctc_steps:
+        t = _step(next(numbered), (encoder / "summary.json").is_file())
+        if not (encoder / "summary.json").is_file():
+            _run(ctc_main, [
+                "--config", str(_recipe("experiments", "prefix_ctc.yaml")),
+                f"data.train={corpus / 'train.jsonl'}", f"data.dev={corpus / 'dev.jsonl'}", f"out_dir={encoder}",
+                f"optim.max_steps={scale.ctc_steps}", f"optim.eval_every_steps={max(scale.ctc_steps // 3, 1)}",
+                f"seed={seed}",
+            ])
+        timings["ctc_encoder"] = time.perf_counter() - t
+        tokenizer_overrides.append(f"kmeans.features.model_path={encoder / 'best'}")
+
+    t = _step(next(numbered), (tok / "meta.json").is_file())
     if not (tok / "meta.json").is_file():
-        fit_tokenizer(_recipe("tokenizers", "fbank-km500.yaml"), corpus / "train.jsonl", tok, overrides=TOKENIZER_OVERRIDES)
+        fit_tokenizer(_recipe("tokenizers", scale.tokenizer), corpus / "train.jsonl", tok, overrides=tokenizer_overrides)
     timings["fit"] = time.perf_counter() - t
 
-    t = _step("3/5 discretize train/dev/test", all((units / f"{s}.jsonl").is_file() for s in SPLITS))
+    t = _step(next(numbered), all((units / f"{s}.jsonl").is_file() for s in SPLITS))
     for split in SPLITS:
         if not (units / f"{split}.jsonl").is_file():
             apply_tokenizer(tok, corpus / f"{split}.jsonl", units / f"{split}.jsonl")
     timings["discretize"] = time.perf_counter() - t
     _print_unit_stats(units / "train.jsonl")
 
-    t = _step("4/5 train the small decoder on ASR with SLD", (run / "summary.json").is_file())
+    t = _step(next(numbered), (run / "summary.json").is_file())
     if not (run / "summary.json").is_file():
-        status = train_main([
+        _run(train_main, [
             "--config", str(_recipe("experiments", "asr_sld.yaml")),
             f"data.train={units / 'train.jsonl'}", f"data.dev={units / 'dev.jsonl'}", f"data.tokenizer={tok}",
             f"out_dir={run}", f"optim.max_steps={scale.max_steps}", f"eval.every_steps={scale.eval_every}",
-            *(overrides or []),
+            f"seed={seed}", *scale.train_overrides, *(overrides or []),
         ])
-        if status:
-            raise SystemExit(status)
     timings["train"] = time.perf_counter() - t
 
-    t = _step("5/5 decode test", False)
+    t = _step(next(numbered), False)
     scores = decode(run / "best", units / "test.jsonl", run / "test.hyp.jsonl")
     timings["decode"] = time.perf_counter() - t
 
     print_score_table(scores)
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return {"scores": scores, "timings": timings}
+
+
+def _run(main, argv: list[str]) -> None:
+    """Runs a training entry point in-process; its non-zero status ends the demo."""
+    status = main(argv)
+    if status:
+        raise SystemExit(status)
 
 
 def _print_unit_stats(manifest: Path) -> None:

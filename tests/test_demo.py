@@ -1,0 +1,43 @@
+"""`unified-lm demo` end to end at toy scale: the `--full` shape (CTC encoder -> ctc-km500
+units -> decoder), and a rerun that skips every finished step."""
+
+import json
+
+from unified_lm.demo import FULL, QUICK, DemoScale, run_demo
+
+TOY = DemoScale(
+    num_utts=24,
+    max_steps=2,
+    eval_every=2,
+    tokenizer=FULL.tokenizer,
+    tokenizer_overrides=("kmeans.k=8",),
+    ctc_steps=2,
+    train_overrides=("model.preset=tiny", "data.text_vocab_size=300", "eval.max_utts=4", "optim.max_tokens=512"),
+)
+
+
+def test_quick_and_full_scales_differ_in_their_units():
+    assert QUICK.tokenizer == "fbank-km500.yaml" and QUICK.ctc_steps == 0
+    assert FULL.tokenizer == "ctc-km500.yaml" and FULL.ctc_steps > 0
+    assert FULL.max_steps > QUICK.max_steps
+
+
+def test_full_shape_runs_end_to_end_then_skips_what_is_done(tmp_path, capsys):
+    out = tmp_path / "demo"
+    first = run_demo(out, TOY)
+    log = capsys.readouterr().out
+    assert "== 2/6 pre-train the CTC encoder (2 steps)" in log and "== 6/6 decode test" in log
+
+    meta = json.loads((out / "tok" / "meta.json").read_text())
+    assert meta["num_units"] == 8 and meta["frame_rate"] == 25.0
+    assert (out / "ctc-encoder" / "best").is_dir()
+    scores = first["scores"]
+    assert scores["num_utts"] == len((out / "corpus" / "test.jsonl").read_text().splitlines())
+    assert set(scores["subsets"]) == {"seen_voice", "heldout_voice"}
+    assert (out / "asr_sld" / "test.hyp.jsonl").is_file()
+
+    again = run_demo(out, TOY)
+    log = capsys.readouterr().out
+    assert log.count("(done, skipped)") == 5  # all but decoding, which always reruns
+    assert again["scores"]["wer"] == scores["wer"]
+    assert again["timings"]["train"] < 5.0
