@@ -68,7 +68,8 @@ def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | N
     out = Path(out)
     corpus, encoder, tok, units, run = out / "corpus", out / "ctc-encoder", out / "tok", out / "units", out / "asr_sld"
     titles = [f"synthesize {scale.num_utts} utterances"]
-    titles += [f"pre-train the CTC encoder ({scale.ctc_steps} steps)"] * bool(scale.ctc_steps)
+    if scale.ctc_steps:
+        titles.append(f"pre-train the CTC encoder ({scale.ctc_steps} steps)")
     titles += [f"fit the {Path(scale.tokenizer).stem} tokenizer", "discretize train/dev/test",
                "train the small decoder on ASR with SLD", "decode test"]
     numbered = iter(f"{i}/{len(titles)} {t}" for i, t in enumerate(titles, 1))
