@@ -10,8 +10,7 @@ pre-trains a small CTC encoder on the training transcripts and clusters its top 
 (docs/benchmarks.md).
 
 Every step is skipped when its output already exists, so a rerun after an interruption
-picks up where it stopped: each step is atomic or resumable, except the CTC pre-training
-(~10 minutes), which starts again from its first step.
+picks up where it stopped: each step is atomic or resumes from its last checkpoint.
 """
 
 from __future__ import annotations

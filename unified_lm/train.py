@@ -227,14 +227,14 @@ def _step_seed(*keys: Any) -> int:
     return random.Random("/".join(map(str, keys))).getrandbits(63)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -249,7 +249,7 @@ def _save_last(out: Path, model, vocab, cfg, optimizer, scheduler, state: Traine
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         write_checkpoint(tmp, accelerator.unwrap_model(model), vocab, cfg)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -277,7 +277,7 @@ def _load_last(last: Path, optimizer, scheduler, accelerator: Accelerator) -> Tr
         )
         state.position = 0
     else:
-        _set_rng_state(torch.load(rng, weights_only=False))
+        set_rng_state(torch.load(rng, weights_only=False))
     state.world_size = accelerator.num_processes
     return state
 

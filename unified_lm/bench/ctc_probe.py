@@ -21,14 +21,13 @@ import random
 import time
 from dataclasses import dataclass
 
-import jiwer
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models import eval_mode
-from ..scoring import normalize_text
+from ..scoring import normalize_text, score_corpus
 
 FBANK_STACK = 2  # 100 frames/s -> 50 per second, the rate of collapsed fbank units
 
@@ -89,9 +88,9 @@ def evaluate(model: Probe, dev: list[Example], chars: list[str]) -> tuple[float,
             x, mask = pad(dev[i : i + 25])
             for best, n in zip(model(x, mask).argmax(-1), mask.sum(1)):
                 ids = torch.unique_consecutive(best[:n]).tolist()
-                hyps.append("".join(chars[j - 1] for j in ids if j).strip() or "-")
-    refs = [e.text for e in dev]
-    return jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
+                hyps.append("".join(chars[j - 1] for j in ids if j))
+    scores = score_corpus([e.text for e in dev], hyps)
+    return scores["wer"], scores["cer"]
 
 
 def run(train: list[Example], dev: list[Example], steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0):

@@ -4,6 +4,10 @@ periodic dev evaluation that keeps the best model, ``metrics.jsonl`` + TensorBoa
 
 Each caller supplies what differs: how a batch becomes a loss, the batches of an epoch,
 how to score the dev set (lower ``loss`` is better) and how to save the best model.
+
+Every evaluation also writes ``out/last`` (weights, optimizer, scheduler, RNG streams and
+the position in the epoch), so rerunning an interrupted command resumes where it stopped
+and, on one process with a fixed seed, ends with the uninterrupted run's metrics.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +30,8 @@ from transformers import get_scheduler
 from ..errors import ConfigError
 from ..io import atomic_write_text
 from ..losses import LossOutput
-from ..train import MetricsLog
+from ..models import publish_dir
+from ..train import MetricsLog, rng_state, set_rng_state
 from .config import OptimConfig
 
 logger = logging.getLogger("unified_lm.continuous")
@@ -53,6 +59,65 @@ def optimizer_for(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+@dataclass
+class LoopState:
+    """What resuming needs besides weights, optimizer, scheduler and RNG (``last/loop_state.json``)."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of ``epoch`` this rank has trained on
+    best_loss: float | None = None
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    logged: dict[str, Any] = field(default_factory=dict)  # the last training log line
+    world_size: int = 1
+
+
+def _save_last(out: Path, model, optimizer, scheduler, state: LoopState, accelerator: Accelerator) -> None:
+    """Writes ``out/last`` atomically; every rank contributes its RNG state."""
+    tmp = out / ".last.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        torch.save(accelerator.unwrap_model(model).state_dict(), tmp / "model.pt")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        atomic_write_text(tmp / "loop_state.json", json.dumps(asdict(state), indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        publish_dir(tmp, out / "last")
+    accelerator.wait_for_everyone()
+
+
+def _find_last(out: Path) -> Path | None:
+    """``out/last``, or the copy a crash inside ``publish_dir`` left aside."""
+    for candidate in (out / "last", out / "last.old"):
+        if (candidate / "loop_state.json").is_file():
+            return candidate
+    return None
+
+
+def _load_last(last: Path, model, optimizer, scheduler, accelerator: Accelerator) -> LoopState:
+    state = LoopState(**json.loads((last / "loop_state.json").read_text()))
+    accelerator.unwrap_model(model).load_state_dict(torch.load(last / "model.pt", map_location="cpu"))
+    optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
+    rng = last / f"rng_state_{accelerator.process_index}.pt"
+    if state.world_size != accelerator.num_processes or not rng.is_file():
+        logger.warning(
+            "resuming a %d-process run on %d processes: the rest of this epoch is skipped and the "
+            "run will not match an uninterrupted one", state.world_size, accelerator.num_processes
+        )
+        state.epoch, state.position = state.epoch + 1, 0
+    else:
+        set_rng_state(torch.load(rng, weights_only=False))
+    state.world_size = accelerator.num_processes
+    return state
+
+
 def fit(
     model: torch.nn.Module,
     task: Task,
@@ -62,9 +127,10 @@ def fit(
     desc: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Trains ``model`` for ``cfg.max_steps`` steps; returns the summary written to
-    ``out/summary.json``, with the caller's ``extra`` facts (data sizes, vocabulary) in it:
-    the file is what a resumed bench reads back, so it must hold everything the run returns."""
+    """Trains ``model`` for ``cfg.max_steps`` steps, resuming from ``out/last`` if an earlier
+    run left one; returns the summary written to ``out/summary.json``, with the caller's
+    ``extra`` facts (data sizes, vocabulary) in it: the file is what a resumed bench reads
+    back, so it must hold everything the run returns."""
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule: unknown schedule {cfg.schedule!r}; known: {sorted(SCHEDULES)}")
     # Some heads get no gradient in some configurations (the CTC head without CTC loss).
@@ -78,9 +144,12 @@ def fit(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
-    metrics = MetricsLog(out, 0, main)
-    best: dict[str, Any] = {"loss": None, "step": None, "metrics": {}}
-    step, epoch, logged = 0, 0, {}
+    state = LoopState(world_size=accelerator.num_processes)
+    last = _find_last(out)
+    if last:
+        state = _load_last(last, model, optimizer, scheduler, accelerator)
+        logger.info("%s: resuming from %s at step %d", desc, last, state.step)
+    metrics = MetricsLog(out, state.step, main)
     started = time.perf_counter()
 
     def evaluate() -> None:
@@ -90,19 +159,21 @@ def fit(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             scores = task.evaluate(unwrapped)
-        metrics.log({"step": step, **scores}, "dev")
-        if best["loss"] is None or scores["loss"] < best["loss"]:
-            best.update(loss=scores["loss"], step=step, metrics=scores)
+        metrics.log({"step": state.step, **scores}, "dev")
+        if state.best_loss is None or scores["loss"] < state.best_loss:
+            state.best_loss, state.best_step, state.best_metrics = scores["loss"], state.step, scores
             if main:
                 task.save_best(unwrapped)
-        bar.write(f"{desc} step {step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        bar.write(f"{desc} step {state.step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        _save_last(out, model, optimizer, scheduler, state, accelerator)
 
-    bar = tqdm(total=cfg.max_steps, desc=desc, unit="step", disable=not main)
-    while step < cfg.max_steps:
-        epoch_batches = task.epoch_batches(epoch)
+    bar = tqdm(total=cfg.max_steps, initial=min(state.step, cfg.max_steps), desc=desc, unit="step", disable=not main)
+    while state.step < cfg.max_steps:
+        epoch_batches = task.epoch_batches(state.epoch)
         if not epoch_batches:
             raise ConfigError(f"{desc}: no training batches")
-        for batch in epoch_batches[accelerator.process_index :: accelerator.num_processes]:
+        mine = epoch_batches[accelerator.process_index :: accelerator.num_processes]
+        for batch in mine[state.position :]:
             model.train()
             result = task.loss(model, batch, accelerator.device)
             accelerator.backward(result.total)
@@ -111,30 +182,32 @@ def fit(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
+            state.step += 1
+            state.position += 1
             bar.update(1)
             loss = result.total.item()
             bar.set_postfix(loss=f"{loss:.3f}")
-            if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
-                logged = {"step": step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
-                logged.update({k: float(v) for k, v in result.parts.items()})
-                metrics.log(logged, "train")
-            if step % cfg.eval_every_steps == 0 or step == cfg.max_steps:
+            if state.step % cfg.log_every_steps == 0 or state.step == cfg.max_steps:
+                state.logged = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
+                state.logged.update({k: float(v) for k, v in result.parts.items()})
+                metrics.log(state.logged, "train")
+            if state.step % cfg.eval_every_steps == 0 or state.step == cfg.max_steps:
                 evaluate()
-            if step == cfg.max_steps:
+            if state.step == cfg.max_steps:
                 break
-        epoch += 1
+        else:
+            state.epoch, state.position = state.epoch + 1, 0
     bar.close()
     metrics.close()
     summary = {
         "out_dir": str(out),
-        "steps": step,
-        "epochs": epoch,
+        "steps": state.step,
+        "epochs": state.epoch,
         "num_params": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
-        "best_dev_loss": best["loss"],
-        "best_step": best["step"],
-        "best_dev": best["metrics"],
-        "last_train": {k: v for k, v in logged.items() if k != "step"},
+        "best_dev_loss": state.best_loss,
+        "best_step": state.best_step,
+        "best_dev": state.best_metrics,
+        "last_train": {k: v for k, v in state.logged.items() if k != "step"},
         "seconds": round(time.perf_counter() - started, 1),
         **(extra or {}),
     }
