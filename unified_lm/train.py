@@ -13,6 +13,7 @@ the same command resumes exactly where it stopped), ``best/`` (lowest dev WER) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import random
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -242,25 +243,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_last(out: Path, model, vocab, cfg, optimizer, scheduler, state: TrainerState, accelerator: Accelerator) -> None:
-    """Writes ``out/last`` atomically; every rank contributes its RNG state."""
+@contextlib.contextmanager
+def staged_last(out: Path, accelerator: Accelerator) -> Iterator[Path]:
+    """Yields an empty staging directory holding every rank's RNG state, for the main
+    process to fill; on exit it replaces ``out/last`` in one step, so a kill at any moment
+    leaves the previous ``last`` or the new one, never half of one."""
     tmp = out / ".last.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        write_checkpoint(tmp, accelerator.unwrap_model(model), vocab, cfg)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if accelerator.scaler is not None:  # fp16 loss scale
-            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-        atomic_write_text(tmp / "trainer_state.json", json.dumps(asdict(state), indent=2) + "\n")
+    yield tmp
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         publish_dir(tmp, out / "last")
     accelerator.wait_for_everyone()
+
+
+def _save_last(out: Path, model, vocab, cfg, optimizer, scheduler, state: TrainerState, accelerator: Accelerator) -> None:
+    with staged_last(out, accelerator) as tmp:
+        if accelerator.is_main_process:
+            write_checkpoint(tmp, accelerator.unwrap_model(model), vocab, cfg)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            if accelerator.scaler is not None:  # fp16 loss scale
+                torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            atomic_write_text(tmp / "trainer_state.json", json.dumps(asdict(state), indent=2) + "\n")
 
 
 def _load_last(last: Path, optimizer, scheduler, accelerator: Accelerator) -> TrainerState:

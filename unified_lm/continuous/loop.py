@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +29,7 @@ from transformers import get_scheduler
 from ..errors import ConfigError
 from ..io import atomic_write_text
 from ..losses import LossOutput
-from ..models import publish_dir
-from ..train import MetricsLog, rng_state, set_rng_state
+from ..train import MetricsLog, set_rng_state, staged_last
 from .config import OptimConfig
 
 logger = logging.getLogger("unified_lm.continuous")
@@ -74,22 +72,12 @@ class LoopState:
 
 
 def _save_last(out: Path, model, optimizer, scheduler, state: LoopState, accelerator: Accelerator) -> None:
-    """Writes ``out/last`` atomically; every rank contributes its RNG state."""
-    tmp = out / ".last.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        torch.save(accelerator.unwrap_model(model).state_dict(), tmp / "model.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        atomic_write_text(tmp / "loop_state.json", json.dumps(asdict(state), indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        publish_dir(tmp, out / "last")
-    accelerator.wait_for_everyone()
+    with staged_last(out, accelerator) as tmp:
+        if accelerator.is_main_process:
+            torch.save(accelerator.unwrap_model(model).state_dict(), tmp / "model.pt")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            atomic_write_text(tmp / "loop_state.json", json.dumps(asdict(state), indent=2) + "\n")
 
 
 def _find_last(out: Path) -> Path | None:
