@@ -70,8 +70,8 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_same_metrics_and_weights(tmp
     resumed = fit(_model(), _task(split), CFG, split, seed=0, desc="t")
 
     assert _metrics(split) == _metrics(whole)  # no duplicated or missing lines
-    assert {k: v for k, v in resumed.items() if k not in ("seconds", "out_dir")} == {
-        k: v for k, v in reference.items() if k not in ("seconds", "out_dir")
+    assert {k: v for k, v in resumed.items() if k not in ("session_seconds", "out_dir")} == {
+        k: v for k, v in reference.items() if k not in ("session_seconds", "out_dir")
     }
     for a, b in zip(torch.load(whole / "best.pt").values(), torch.load(split / "best.pt").values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

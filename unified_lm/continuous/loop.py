@@ -196,7 +196,7 @@ def fit(
         "best_step": state.best_step,
         "best_dev": state.best_metrics,
         "last_train": {k: v for k, v in state.logged.items() if k != "step"},
-        "seconds": round(time.perf_counter() - started, 1),
+        "session_seconds": round(time.perf_counter() - started, 1),  # this run, not the ones it resumed
         **(extra or {}),
     }
     if main:
