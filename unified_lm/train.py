@@ -228,14 +228,14 @@ def _step_seed(*keys: Any) -> int:
     return random.Random("/".join(map(str, keys))).getrandbits(63)
 
 
-def rng_state() -> dict[str, Any]:
+def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -253,12 +253,22 @@ def staged_last(out: Path, accelerator: Accelerator) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
     yield tmp
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         publish_dir(tmp, out / "last")
     accelerator.wait_for_everyone()
+
+
+def restore_rng(last: Path, world_size: int, accelerator: Accelerator) -> bool:
+    """Restores this rank's RNG streams from ``last`` (written by ``staged_last``); False,
+    restoring nothing, when ``last`` was saved by a run on another number of processes."""
+    rng = last / f"rng_state_{accelerator.process_index}.pt"
+    if world_size != accelerator.num_processes or not rng.is_file():
+        return False
+    _set_rng_state(torch.load(rng, weights_only=False))
+    return True
 
 
 def _save_last(out: Path, model, vocab, cfg, optimizer, scheduler, state: TrainerState, accelerator: Accelerator) -> None:
@@ -278,15 +288,12 @@ def _load_last(last: Path, optimizer, scheduler, accelerator: Accelerator) -> Tr
     scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
     if accelerator.scaler is not None and (last / "scaler.pt").is_file():
         accelerator.scaler.load_state_dict(torch.load(last / "scaler.pt", weights_only=False))
-    rng = last / f"rng_state_{accelerator.process_index}.pt"
-    if state.world_size != accelerator.num_processes or not rng.is_file():
+    if not restore_rng(last, state.world_size, accelerator):
         logger.warning(
             "resuming a %d-process run on %d processes: data order and RNG streams change, so the run "
             "continues but will not match an uninterrupted one", state.world_size, accelerator.num_processes
         )
         state.position = 0
-    else:
-        set_rng_state(torch.load(rng, weights_only=False))
     state.world_size = accelerator.num_processes
     return state
 

@@ -29,7 +29,8 @@ from transformers import get_scheduler
 from ..errors import ConfigError
 from ..io import atomic_write_text
 from ..losses import LossOutput
-from ..train import MetricsLog, set_rng_state, staged_last
+from ..models import existing_checkpoint
+from ..train import MetricsLog, restore_rng, staged_last
 from .config import OptimConfig
 
 logger = logging.getLogger("unified_lm.continuous")
@@ -80,28 +81,17 @@ def _save_last(out: Path, model, optimizer, scheduler, state: LoopState, acceler
             atomic_write_text(tmp / "loop_state.json", json.dumps(asdict(state), indent=2) + "\n")
 
 
-def _find_last(out: Path) -> Path | None:
-    """``out/last``, or the copy a crash inside ``publish_dir`` left aside."""
-    for candidate in (out / "last", out / "last.old"):
-        if (candidate / "loop_state.json").is_file():
-            return candidate
-    return None
-
-
 def _load_last(last: Path, model, optimizer, scheduler, accelerator: Accelerator) -> LoopState:
     state = LoopState(**json.loads((last / "loop_state.json").read_text()))
     accelerator.unwrap_model(model).load_state_dict(torch.load(last / "model.pt", map_location="cpu"))
     optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
-    rng = last / f"rng_state_{accelerator.process_index}.pt"
-    if state.world_size != accelerator.num_processes or not rng.is_file():
+    if not restore_rng(last, state.world_size, accelerator):
         logger.warning(
             "resuming a %d-process run on %d processes: the rest of this epoch is skipped and the "
             "run will not match an uninterrupted one", state.world_size, accelerator.num_processes
         )
         state.epoch, state.position = state.epoch + 1, 0
-    else:
-        set_rng_state(torch.load(rng, weights_only=False))
     state.world_size = accelerator.num_processes
     return state
 
@@ -133,7 +123,7 @@ def fit(
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     state = LoopState(world_size=accelerator.num_processes)
-    last = _find_last(out)
+    last = existing_checkpoint(out / "last", marker="loop_state.json")
     if last:
         state = _load_last(last, model, optimizer, scheduler, accelerator)
         logger.info("%s: resuming from %s at step %d", desc, last, state.step)

@@ -67,11 +67,11 @@ def publish_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def existing_checkpoint(final: str | Path) -> Path | None:
-    """``final`` if it exists, else the copy a crash in ``publish_dir`` left aside, else None."""
+def existing_checkpoint(final: str | Path, marker: str = "config.json") -> Path | None:
+    """``final`` if it holds ``marker``, else the copy a crash in ``publish_dir`` left aside, else None."""
     final = Path(final)
     for candidate in (final, final.with_name(final.name + ".old")):
-        if (candidate / "config.json").is_file():
+        if (candidate / marker).is_file():
             return candidate
     return None
 
