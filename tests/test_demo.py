@@ -1,5 +1,5 @@
-"""`unified-lm demo` end to end at toy scale: the `--full` shape (CTC encoder -> ctc-km500
-units -> decoder), and a rerun that skips every finished step."""
+"""`unified-lm demo` end to end at toy scale: its shape (CTC encoder -> ctc-posterior-km500
+units -> decoder -> PocketSphinx beside it), and a rerun that skips every finished step."""
 
 import json
 
@@ -16,15 +16,14 @@ TOY = DemoScale(
 )
 
 
-def test_quick_and_full_scales_differ_in_their_units():
-    assert QUICK.tokenizer == "fbank-km500.yaml" and QUICK.ctc_steps == 0
-    assert FULL.tokenizer == "ctc-km500.yaml" and FULL.ctc_steps > 0
-    assert FULL.max_steps > QUICK.max_steps
+def test_full_spends_more_steps_on_the_same_pipeline():
+    assert QUICK.tokenizer == FULL.tokenizer == "ctc-posterior-km500.yaml"
+    assert FULL.ctc_steps > QUICK.ctc_steps > 0 and FULL.max_steps > QUICK.max_steps
 
 
 def test_full_shape_runs_end_to_end_then_skips_what_is_done(tmp_path, capsys):
     out = tmp_path / "demo"
-    first = run_demo(out, TOY)
+    first = run_demo(out, TOY, peer=True)
     log = capsys.readouterr().out
     assert "== 2/6 pre-train the CTC encoder (2 steps)" in log and "== 6/6 decode test" in log
 
@@ -36,8 +35,12 @@ def test_full_shape_runs_end_to_end_then_skips_what_is_done(tmp_path, capsys):
     assert set(scores["subsets"]) == {"seen_voice", "heldout_voice"}
     assert (out / "asr_sld" / "test.hyp.jsonl").is_file()
 
-    again = run_demo(out, TOY)
+    assert "PocketSphinx on the same audio" in log
+    assert first["peer"]["num_utts"] == scores["num_utts"]  # the same test audio
+
+    again = run_demo(out, TOY)  # no --peer: its scores are read back, not recomputed
     log = capsys.readouterr().out
+    assert again["peer"] == first["peer"] and "PocketSphinx on the same audio" in log
     assert log.count("(done, skipped)") == 5  # all but decoding, which always reruns
     assert again["scores"]["wer"] == scores["wer"]
     assert again["timings"]["train"] < 5.0

@@ -332,6 +332,31 @@ def test_ctc_encoder_units_cluster_the_chosen_block(corpus, tmp_path):
     assert first(wav[:800]).shape == (0, 16)  # shorter than the subsampling's receptive field
 
 
+def test_ctc_encoder_drop_blank_keeps_the_frames_the_ctc_head_calls_characters(tmp_path):
+    from unified_lm.continuous.checkpoint import load_encoder_checkpoint, save_encoder_checkpoint
+    from unified_lm.discretize.features import build_features
+    from unified_lm.models.prefix.model import utterance_norm
+
+    encoder, chars, cfg = load_encoder_checkpoint(tiny_ctc_encoder(tmp_path / "enc"))
+    wav = torch.from_numpy(speechlike(1.0, 16000, seed=3))
+    every = build_features({"type": "ctc_encoder", "model_path": str(tmp_path / "enc")})
+    mel = every.frontend(wav).unsqueeze(0)
+    lengths = torch.tensor([mel.shape[1]])
+    feats = utterance_norm(mel, lengths)
+    with torch.no_grad():  # a blank bias that puts half of the frames on each side of the argmax
+        logits = encoder.ctc_logits(encoder(feats, lengths)[0])[0]
+        encoder.ctc_head.bias[0] += (logits[:, 1:].max(-1).values - logits[:, 0]).median()
+        non_blank = encoder.ctc_logits(encoder(feats, lengths)[0])[0].argmax(-1) != 0
+        block1, _ = encoder.layer_states(feats, lengths, 1)
+        top, _ = encoder(feats, lengths)
+    encoder_dir = save_encoder_checkpoint(tmp_path / "enc2", encoder, chars, cfg)
+    kept = build_features({"type": "ctc_encoder", "model_path": str(encoder_dir), "drop_blank": True})
+    lower = build_features({"type": "ctc_encoder", "model_path": str(encoder_dir), "layer": 1, "drop_blank": True})
+    assert 0 < int(non_blank.sum()) < len(non_blank), "the test needs both blank and character frames"
+    assert torch.allclose(kept(wav), top[0, non_blank], atol=1e-5)
+    assert torch.allclose(lower(wav), block1[0, non_blank], atol=1e-5)  # block 1's states at the same frames
+
+
 def test_ctc_encoder_errors_are_clear(tmp_path):
     from unified_lm.discretize.features import build_features
 

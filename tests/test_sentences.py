@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -14,6 +15,7 @@ from unified_lm.corpus.sentences import (
     spell_ordinal,
     spell_year,
     split_for_continuation,
+    text_corpus,
     words,
 )
 from unified_lm.errors import DataError
@@ -124,3 +126,29 @@ def test_read_sentences_missing_or_empty_file(tmp_path):
     (tmp_path / "blank.txt").write_text("\n\n", encoding="utf-8")
     with pytest.raises(DataError, match="no sentences"):
         read_sentences(tmp_path / "blank.txt")
+
+
+def test_text_corpus_never_holds_an_excluded_sentence():
+    first = generate_sentences(200, seed=1)
+    banned = first[::2]  # half of what the same seed would give, in other case and spacing
+    texts = text_corpus(200, seed=1, exclude=[f"  {t.upper()} " for t in banned])
+    assert len(texts) == len(set(texts)) == 200
+    assert not set(texts) & set(banned)
+    assert set(first[1::2]) <= set(texts)  # the rest of the stream is kept, in order
+    assert text_corpus(200, seed=1) == first
+
+
+def test_cli_corpus_text_excludes_dev_and_test_transcripts(tmp_path):
+    from unified_lm.cli import main
+
+    dev = generate_sentences(40, seed=7)
+    manifest = tmp_path / "dev.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"id": f"u{i}", "audio": "x.wav", "text": t, "speaker": "s", "duration": 1.0}) + "\n"
+        for i, t in enumerate(dev)
+    ))
+    out = tmp_path / "text.txt"
+    assert main(["corpus", "text", "--out", str(out), "--num-sentences", "300", "--seed", "7",
+                 "--exclude", str(manifest)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 300 and not set(lines) & set(dev)

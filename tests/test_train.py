@@ -148,6 +148,53 @@ def test_speed_bench_writes_its_tables(tmp_path):
     assert padded["padding_fraction"] > 0.8 > bucketed["padding_fraction"]
     assert cached["utts"] == uncached["utts"] == 4 and cached["mean_new_tokens"] <= 3
     assert results["train_speedup"] > 0 and results["decode_speedup"] > 0
+    # The padded arm does the same matrix work on 4x the tokens: counted FLOPs follow the tokens.
+    per_token = [r["achieved_gflops"] / r["padded_tokens_per_s"] for r in (bucketed, padded)]
+    assert 0 < per_token[0] < per_token[1] * 1.5 and padded["matmul_peak_gflops"] > 0
+    assert "of fp32 matmul peak" in (tmp_path / "bench/speed.md").read_text()
     assert "Speed-up in real tokens/s" in (tmp_path / "bench/speed.md").read_text()
     assert json.loads((tmp_path / "bench/speed.json").read_text())["rows"] == results["rows"]
     assert (tmp_path / "bench/speed.csv").read_text().startswith("phase,setting,metric,value\n")
+
+
+def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
+    """The pipeline's first pretraining stage: a text LM's BPE becomes the text part of the
+    unified vocabulary, its trained rows and layers are where ASR training starts, and only
+    the speech rows are new."""
+    import torch
+
+    from unified_lm.continuous.config import TextLMConfig
+    from unified_lm.continuous.textlm import pretrain_text_lm
+    from unified_lm.errors import ConfigError
+    from unified_lm.models import build_model
+    from unified_lm.train import build_vocab
+    from unified_lm.vocab import UnifiedVocab
+
+    corpus = make_corpus(tmp_path)
+    transcripts = tmp_path / "audio.jsonl"
+    write_jsonl(transcripts, [{"id": f"a{i}", "audio": "a.wav", "text": t, "speaker": "s", "duration": 1.0}
+                              for i, t in enumerate(r["text"] for r in read_jsonl(corpus["train"]))])
+    more_text = tmp_path / "text.txt"
+    more_text.write_text("the dog sat\nbirds read books\nthe rain is cold\n")
+    lm_dir = tmp_path / "lm"
+    pretrain_text_lm(load_config(TextLMConfig, None, [
+        f"data.train={transcripts}", "data.dev=null", f"data.text_files=[{more_text}]", "data.text_vocab_size=280",
+        "decoder.preset=tiny", "optim.max_steps=3", "optim.eval_every_steps=3", "optim.batch_size=4",
+        f"out_dir={lm_dir}",
+    ]))
+    cfg = tiny_config(tmp_path, corpus, f"model.init_from={lm_dir / 'best'}", "optim.max_steps=4", "eval.every_steps=4")
+    vocab, lm_vocab = build_vocab(cfg), UnifiedVocab.load(lm_dir / "best")
+    assert vocab.text_size == lm_vocab.text_size and vocab.special_ids == lm_vocab.special_ids
+    assert vocab.encode_text("the dog sat") == lm_vocab.encode_text("the dog sat")
+    assert len(vocab) == len(lm_vocab) + 48  # the fake tokenizer's units are the only new rows
+
+    model, lm = build_model(cfg.model, vocab), AutoModelForCausalLM.from_pretrained(lm_dir / "best")
+    rows = len(lm_vocab)
+    assert torch.equal(model.get_input_embeddings().weight[:rows], lm.get_input_embeddings().weight)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    summary = train(cfg)
+    assert summary["steps"] == 4 and (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+    other_tasks = UnifiedVocab(vocab.text_tokenizer, vocab.tokenizers, tasks=("asr",))
+    with pytest.raises(ConfigError, match="special tokens .* would change ids"):
+        build_model(cfg.model, other_tasks)

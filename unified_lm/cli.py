@@ -38,6 +38,14 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_text(args: argparse.Namespace) -> int:
+    from .corpus.sentences import write_text_corpus
+
+    excluded = write_text_corpus(args.out, args.num_sentences, args.seed, args.exclude)
+    print(f"{args.out}: {args.num_sentences} sentences, none of the {excluded} excluded transcripts among them")
+    return 0
+
+
 def cmd_corpus_validate(args: argparse.Namespace) -> int:
     from .corpus.validate import validate_manifest
 
@@ -164,6 +172,14 @@ def cmd_bench_discretize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_peer(args: argparse.Namespace) -> int:
+    from .bench.peer import run_peer
+    from .demo import print_score_table
+
+    print_score_table(run_peer(args.manifest, args.out, jobs=args.jobs))
+    return 0
+
+
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from .bench.speed import run_speed_bench
 
@@ -223,7 +239,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import FULL, QUICK, run_demo
 
     out = args.out or Path("runs/demo-full" if args.full else "runs/demo")
-    run_demo(out, FULL if args.full else QUICK, overrides=args.overrides)
+    run_demo(out, FULL if args.full else QUICK, overrides=args.overrides, peer=args.peer or args.full)
     return 0
 
 
@@ -241,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--continuation", action="store_true", help="also render prompt/continuation pairs")
     s.add_argument("--heldout-voice", help="the voice kept out of train/dev for the test subset (default: flite-awb)")
     s.set_defaults(fn=cmd_corpus_synth)
+    s = corpus.add_parser("text", help="generate sentences for text-LM pre-training, held apart from dev/test")
+    s.add_argument("--out", required=True, type=Path, help="a text file, one sentence a line")
+    s.add_argument("--num-sentences", type=int, default=100_000)
+    s.add_argument("--seed", type=int, default=1, help="use another seed than the audio corpus's")
+    s.add_argument("--exclude", nargs="*", type=Path, default=[], metavar="MANIFEST",
+                   help="audio manifests whose transcripts must not appear (the dev and test sets)")
+    s.set_defaults(fn=cmd_corpus_text)
     s = corpus.add_parser("validate", help="check manifests and report every bad line")
     s.add_argument("manifests", nargs="+", type=Path)
     s.add_argument("--no-audio", action="store_true", help="check fields only, do not open audio")
@@ -306,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizers", nargs="+", default=["tokenizers/fbank-km500.yaml", "tokenizers/mfcc-km100.yaml"])
     s.add_argument("--frames", type=int, default=1_000_000)
     s.set_defaults(fn=cmd_bench_discretize)
+    s = bench.add_parser("peer", help="PocketSphinx (pip install -e '.[peer]') on an audio manifest, scored as decode scores")
+    s.add_argument("--manifest", required=True, type=Path, help="an audio manifest (id, audio, text, subset)")
+    s.add_argument("--out", required=True, type=Path, help="hypotheses JSONL; scores go beside it (*.scores.json)")
+    s.add_argument("--jobs", type=int, default=2, help="decoding processes")
+    s.set_defaults(fn=cmd_bench_peer)
     s = bench.add_parser("speed", help="training tokens/s (bucketed vs padded) and decoding (KV cache on/off)")
     s.add_argument("--units", required=True, type=Path)
     s.add_argument("--tokenizer", required=True, type=Path)
@@ -330,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="synthesize, discretize, train, decode and print a WER table")
     s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")
     s.add_argument("--full", action="store_true", help="the longer, better-scoring run: units from a CTC-trained encoder, 3x the steps")
+    s.add_argument("--peer", action="store_true", help="also score PocketSphinx on the same test audio (on with --full)")
     s.add_argument("overrides", nargs="*", help="training overrides, key=value")
     s.set_defaults(fn=cmd_demo)
     return p

@@ -30,7 +30,7 @@ from .data import read_checked_manifest
 from .errors import ConfigError
 from .io import atomic_write_text, write_jsonl
 from .models import eval_mode, load_checkpoint, max_positions
-from .scoring import score_corpus
+from .scoring import asr_rows, score_corpus
 from .tasks import TaskConfig, asr_prompt, text_ids
 from .vocab import UnifiedVocab
 
@@ -175,22 +175,7 @@ def synthesize_units(
 
 
 def _asr_rows(model, vocab, records, tasks, **kwargs) -> tuple[list[dict], dict]:
-    hyps = transcribe(model, vocab, records, tasks, progress=True, **kwargs)
-    scores = score_corpus([r.text for r in records], hyps, [r.subset for r in records])
-    rows = [
-        {
-            "id": r.id,
-            "ref": r.text,
-            "hyp": hyp,
-            "subset": r.subset,
-            "errors": u["word_errors"],
-            "ref_words": u["ref_words"],
-            "char_errors": u["char_errors"],
-            "ref_chars": u["ref_chars"],
-        }
-        for r, hyp, u in zip(records, hyps, scores.pop("utterances"))
-    ]
-    return rows, scores
+    return asr_rows(records, transcribe(model, vocab, records, tasks, progress=True, **kwargs))
 
 
 def _tts_rows(model, vocab, records, tasks, **kwargs) -> tuple[list[dict], dict]:

@@ -1,13 +1,10 @@
 """The built-in default pipeline behind `make demo`.
 
-synthesize a corpus -> fit a unit tokenizer -> discretize train/dev/test -> train the
-`small` decoder on ASR with the SLD loss -> decode test -> print WER/CER per subset (all,
-seen voices, the held-out voice).
-
-The quick run (under 15 minutes on 2 cores) uses fbank-km500 units. `--full` first
-pre-trains a small CTC encoder on the training transcripts and clusters its top block
-(ctc-km500): the decoder transcribes from those units, not yet from fbank-km500's
-(docs/benchmarks.md).
+synthesize a corpus -> pre-train a small CTC encoder on the training transcripts -> fit a
+unit tokenizer on its character posteriors (ctc-posterior-km500) -> discretize
+train/dev/test -> train the `tiny` decoder on ASR with the SLD loss -> decode test -> print
+WER/CER per subset (all, seen voices, the held-out voice), beside PocketSphinx's on the
+same audio with ``--peer`` (always with ``--full``). ``--full`` spends about 3x the steps.
 
 Every step is skipped when its output already exists, so a rerun after an interruption
 picks up where it stopped: each step is atomic or resumes from its last checkpoint.
@@ -34,15 +31,18 @@ class DemoScale:
     tokenizer: str  # a recipe in tokenizers/
     tokenizer_overrides: tuple[str, ...] = ()
     ctc_steps: int = 0  # > 0: pre-train the CTC encoder that a ctc_encoder tokenizer reads
+    ctc_overrides: tuple[str, ...] = ()
     train_overrides: tuple[str, ...] = ()
 
 
-# Timings and scores of both: docs/benchmarks.md.
-# Collapsing repeats halves fbank sequences (~300 -> ~155 units an utterance on the default
-# corpus), so each training step covers twice the utterances.
-QUICK = DemoScale(num_utts=3000, max_steps=500, eval_every=500, tokenizer="fbank-km500.yaml",
-                  tokenizer_overrides=("post.dedup=true",))
-FULL = DemoScale(num_utts=3000, max_steps=1500, eval_every=250, tokenizer="ctc-km500.yaml", ctc_steps=1500)
+# Timings and scores of both: docs/benchmarks.md. Both read units clustered from the CTC
+# head's character posteriors of a small encoder pre-trained on the training transcripts;
+# the `tiny` decoder learns to read them faster per CPU-second than `small` does.
+_TINY_DECODER = ("model.preset=tiny", "optim.lr=3e-3", "optim.warmup_steps=100")
+QUICK = DemoScale(num_utts=3000, max_steps=1000, eval_every=1000, tokenizer="ctc-posterior-km500.yaml",
+                  ctc_steps=700, train_overrides=_TINY_DECODER)
+FULL = DemoScale(num_utts=3000, max_steps=2000, eval_every=250, tokenizer="ctc-posterior-km500.yaml",
+                 ctc_steps=1500, train_overrides=_TINY_DECODER)
 
 
 def _recipe(folder: str, name: str) -> Path:
@@ -57,7 +57,9 @@ def _step(title: str, done: bool) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | None = None, seed: int = 0) -> dict:
+def run_demo(
+    out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | None = None, seed: int = 0, peer: bool = False
+) -> dict:
     from .continuous.ctc import main as ctc_main
     from .corpus.synth import synthesize
     from .decode import decode
@@ -65,12 +67,14 @@ def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | N
     from .train import main as train_main
 
     out = Path(out)
-    corpus, encoder, tok, units, run = out / "corpus", out / "ctc-encoder", out / "tok", out / "units", out / "asr_sld"
+    corpus, tok, units, run = out / "corpus", out / "tok", out / "units", out / "asr_sld"
+    encoder = out / "ctc-encoder"
     titles = [f"synthesize {scale.num_utts} utterances"]
     if scale.ctc_steps:
         titles.append(f"pre-train the CTC encoder ({scale.ctc_steps} steps)")
     titles += [f"fit the {Path(scale.tokenizer).stem} tokenizer", "discretize train/dev/test",
-               "train the small decoder on ASR with SLD", "decode test"]
+               "train the decoder on ASR with SLD",
+               "decode test"]
     numbered = iter(f"{i}/{len(titles)} {t}" for i, t in enumerate(titles, 1))
     timings: dict[str, float] = {}
 
@@ -87,7 +91,7 @@ def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | N
                 "--config", str(_recipe("experiments", "prefix_ctc.yaml")),
                 f"data.train={corpus / 'train.jsonl'}", f"data.dev={corpus / 'dev.jsonl'}", f"out_dir={encoder}",
                 f"optim.max_steps={scale.ctc_steps}", f"optim.eval_every_steps={max(scale.ctc_steps // 3, 1)}",
-                f"seed={seed}",
+                f"seed={seed}", *scale.ctc_overrides,
             ])
         timings["ctc_encoder"] = time.perf_counter() - t
         tokenizer_overrides.append(f"kmeans.features.model_path={encoder / 'best'}")
@@ -119,8 +123,29 @@ def run_demo(out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | N
     timings["decode"] = time.perf_counter() - t
 
     print_score_table(scores)
+    peer_scores = _peer_scores(corpus / "test.jsonl", out / "peer" / "test.hyp.jsonl", run_it=peer)
+    if peer_scores is not None:
+        print_score_table(peer_scores, title="PocketSphinx on the same audio")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    return {"scores": scores, "timings": timings}
+    return {"scores": scores, "peer": peer_scores, "timings": timings}
+
+
+def _peer_scores(manifest: Path, out: Path, run_it: bool) -> dict | None:
+    """PocketSphinx's scores on the test audio (computed once, then read back), or None
+    when it was not asked for or is not installed (an optional extra)."""
+    from .bench.peer import peer_available, run_peer
+    from .decode import scores_path
+
+    if scores_path(out).is_file():
+        return json.loads(scores_path(out).read_text())
+    if not run_it:
+        print("\n(add --peer for PocketSphinx's row on the same audio: about 5 more minutes on 2 cores)")
+        return None
+    if not peer_available():
+        print("\n(PocketSphinx is not installed: `.venv/bin/pip install -e '.[peer]'` adds its row on the same audio)")
+        return None
+    print("\n== PocketSphinx on the same test audio (once; cached)", flush=True)
+    return run_peer(manifest, out, jobs=2)
 
 
 def _run(main, argv: list[str]) -> None:
@@ -142,9 +167,11 @@ def _print_unit_stats(manifest: Path) -> None:
     print(f"   {n_utts} utterances, {n_units / max(n_utts, 1):.0f} units each on average, {len(seen)} distinct units used")
 
 
-def print_score_table(scores: dict) -> None:
+def print_score_table(scores: dict, title: str | None = None) -> None:
     """Prints `subset | utts | WER | CER` from a decode() score dict."""
     rows = [("all", scores)] + sorted(scores.get("subsets", {}).items())
-    print(f"\n{'subset':<16}{'utts':>6}{'WER %':>9}{'CER %':>9}")
+    if title:
+        print(f"\n{title}")
+    print(f"{'' if title else chr(10)}{'subset':<16}{'utts':>6}{'WER %':>9}{'CER %':>9}")
     for name, s in rows:
         print(f"{name:<16}{s['num_utts']:>6}{100 * s['wer']:>9.2f}{100 * s['cer']:>9.2f}")

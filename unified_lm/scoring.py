@@ -96,3 +96,24 @@ def score_corpus(refs: Sequence[str], hyps: Sequence[str], subsets: Sequence[str
         "subsets": {name: _rates(by_subset[name]) for name in sorted(by_subset)},
         "utterances": rows,
     }
+
+
+def asr_rows(records: Sequence[Any], hyps: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scores transcripts of ``records`` (anything with ``id``, ``text``, ``subset``): one row a
+    record ``{id, ref, hyp, subset, errors, ref_words, char_errors, ref_chars}`` (``errors`` =
+    word errors) and the ``score_corpus`` dict without its per-utterance list."""
+    scores = score_corpus([r.text for r in records], hyps, [r.subset for r in records])
+    rows = [
+        {
+            "id": r.id,
+            "ref": r.text,
+            "hyp": hyp,
+            "subset": r.subset,
+            "errors": u["word_errors"],
+            "ref_words": u["ref_words"],
+            "char_errors": u["char_errors"],
+            "ref_chars": u["ref_chars"],
+        }
+        for r, hyp, u in zip(records, hyps, scores.pop("utterances"))
+    ]
+    return rows, scores

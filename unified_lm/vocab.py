@@ -131,10 +131,11 @@ class UnifiedVocab:
         cls, tokenizer_dir: str | Path, speech: Sequence[TokenizerMeta], tasks: Sequence[str] = DEFAULT_TASKS
     ) -> "UnifiedVocab":
         """Uses a local Hugging Face tokenizer (a directory with ``tokenizer.json``, e.g. GPT-2's,
-        or the file itself), keeping its ids so the pretrained embeddings stay aligned."""
+        a checkpoint of this toolkit, e.g. a text LM's, or the file itself), keeping its ids so
+        the pretrained embeddings stay aligned."""
         path = Path(tokenizer_dir)
         if path.is_dir():
-            path = path / "tokenizer.json"
+            path = path / (TEXT_TOKENIZER_FILE if (path / VOCAB_FILE).is_file() else "tokenizer.json")
         return cls(_read_tokenizer(path), speech, tasks)
 
     def save(self, directory: str | Path) -> None:

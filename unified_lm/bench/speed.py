@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForCausalLM
 
 from ..corpus.manifest import read_unit_manifest
@@ -195,7 +196,7 @@ def _train(model, vocab: UnifiedVocab, setup: SpeedSetup, setting: str, device: 
     loss_fn = build_loss(LossConfig(name="sld"), vocab)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
-    real = padded = 0
+    real = padded = flops = 0
     seconds = 0.0
     for step in range(WARMUP_STEPS + setup.steps):
         batch = collate([dataset[i] for i in batches[step % len(batches)]], vocab.pad_id)
@@ -214,13 +215,40 @@ def _train(model, vocab: UnifiedVocab, setup: SpeedSetup, setting: str, device: 
             seconds += time.perf_counter() - start
             real += int(batch["attention_mask"].sum())
             padded += batch["input_ids"].numel()
+            flops += _step_flops(model, loss_fn, batch)
+    peak = matmul_peak_flops(device)
     return {
         "steps": setup.steps,
         "seconds": seconds,
         "real_tokens_per_s": real / seconds,
         "padded_tokens_per_s": padded / seconds,
         "padding_fraction": 1 - real / padded,
+        "achieved_gflops": flops / seconds / 1e9,
+        "matmul_peak_gflops": peak / 1e9,
+        "peak_fraction": flops / seconds / peak,
     }
+
+
+def _step_flops(model, loss_fn, batch: dict) -> int:
+    """The floating-point operations of one forward + backward on ``batch``, counted by torch
+    (matrix products and attention, padding included), outside the timed region."""
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["roles"]).total.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large fp32 matrix product on ``device`` with this process's threads:
+    the ceiling a training step's matrix work is measured against, taken in the same run."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def _decode(model, vocab: UnifiedVocab, setup: SpeedSetup, setting: str, device: torch.device) -> dict:
@@ -269,8 +297,8 @@ def _markdown(r: dict) -> str:
         "",
         f"## Training, {s['steps']} timed steps (SLD loss, AdamW)",
         "",
-        f"| batching | real tokens/s | padded tokens/s | padding | {mem} |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| batching | real tokens/s | padded tokens/s | padding | GFLOP/s (of fp32 matmul peak) | {mem} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     settings = {
         "bucketed": f"length-bucketed, max_tokens={s['max_tokens']}",
@@ -279,7 +307,9 @@ def _markdown(r: dict) -> str:
     for row in (train_b, train_p):
         lines.append(
             f"| {settings[row['setting']]} | {row['real_tokens_per_s']:.0f} | {row['padded_tokens_per_s']:.0f} "
-            f"| {100 * row['padding_fraction']:.0f}% | {row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f}) |"
+            f"| {100 * row['padding_fraction']:.0f}% "
+            f"| {row['achieved_gflops']:.1f} of {row['matmul_peak_gflops']:.1f} ({100 * row['peak_fraction']:.0f}%) "
+            f"| {row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f}) |"
         )
     lines += [
         "",

@@ -20,6 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -802,20 +803,7 @@ def words(text: str) -> list[str]:
 
 def generate_sentences(n: int, seed: int) -> list[str]:
     """``n`` distinct English sentences of 4 to 20 words, deterministic for ``seed``."""
-    grammar = _Grammar(random.Random(seed))
-    out: list[str] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 20 * n + 1000:
-            raise ConfigError(f"the sentence grammar gave only {len(out)} distinct sentences of the {n} asked for")
-        text = grammar.sentence()
-        if text in seen or not MIN_WORDS <= len(words(text)) <= MAX_WORDS:
-            continue
-        seen.add(text)
-        out.append(text)
-    return out
+    return text_corpus(n, seed)
 
 
 def read_sentences(path: str | Path) -> list[str]:
@@ -848,3 +836,39 @@ def split_for_continuation(text: str) -> tuple[str, str] | None:
         return None
     middle = len(tokens) // 2
     return " ".join(tokens[:middle]), " ".join(tokens[middle:])
+
+
+def text_corpus(n: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
+    """``n`` distinct generated sentences none of which is in ``exclude`` (compared after
+    folding case and white space): the text a text LM pre-trains on, kept apart from the
+    dev and test transcripts it will later be scored on."""
+    banned = {_fold(t) for t in exclude}
+    grammar = _Grammar(random.Random(seed))
+    out: list[str] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 20 * n + 1000:
+            raise ConfigError(f"the sentence grammar gave only {len(out)} usable sentences of the {n} asked for")
+        text = grammar.sentence()
+        if text in seen or _fold(text) in banned or not MIN_WORDS <= len(words(text)) <= MAX_WORDS:
+            continue
+        seen.add(text)
+        out.append(text)
+    return out
+
+
+def write_text_corpus(path: str | Path, n: int, seed: int, exclude_manifests: Sequence[str | Path] = ()) -> int:
+    """Writes ``text_corpus(n, seed)`` to ``path`` (one sentence a line, atomically), none of
+    them a transcript of ``exclude_manifests``; returns how many transcripts were excluded."""
+    from ..io import atomic_write_text
+    from .manifest import read_audio_manifest
+
+    excluded = [r.text for m in exclude_manifests for r in read_audio_manifest(m)]
+    atomic_write_text(path, "".join(f"{s}\n" for s in text_corpus(n, seed, excluded)))
+    return len(excluded)
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.lower().split())

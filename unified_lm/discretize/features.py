@@ -182,6 +182,14 @@ class CtcEncoderFeatures:
     class Config:
         model_path: str | None = None  # the CTC pre-training's out_dir/best
         layer: int | None = None  # Conformer block whose output is clustered; None: the last
+        # Keep only the frames whose CTC prediction is a character, not the blank (CTC
+        # compression, Tsunoo et al. 2023): about one frame per character, so sequences are
+        # shorter and every kept frame sits where the encoder heard a character.
+        drop_blank: bool = False
+        # Cluster the CTC head's character posteriors instead of a block's states, as their
+        # square roots (Euclidean distance between them is then the Hellinger distance): units
+        # are characters in context, with the encoder's doubt kept. ``layer`` must be the last.
+        posteriors: bool = False
         device: str = "cpu"
 
     def __init__(self, cfg: Config):
@@ -206,7 +214,9 @@ class CtcEncoderFeatures:
         self.encoder = encoder.to(cfg.device)
         self.frontend = MelFrontend(train_cfg.mel)
         self.normalize = utterance_norm
-        self.dim = encoder.cfg.dim
+        if cfg.posteriors and self.layer != encoder.cfg.num_layers:
+            raise ConfigError(f"kmeans.features.posteriors needs the last layer ({encoder.cfg.num_layers}), not {cfg.layer}")
+        self.dim = encoder.ctc_head.out_features if cfg.posteriors else encoder.cfg.dim
         self.frame_rate = train_cfg.mel.frame_rate / 4  # the encoder's 4x subsampling
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
@@ -217,6 +227,14 @@ class CtcEncoderFeatures:
         with torch.inference_mode():
             feats = self.normalize(mel.unsqueeze(0).to(self.cfg.device), lengths)
             states, _ = self.encoder.layer_states(feats, lengths, self.layer)
+            if self.cfg.drop_blank or self.cfg.posteriors:
+                top = self.encoder.cfg.num_layers
+                top_states = states if self.layer == top else self.encoder.layer_states(feats, lengths, top)[0]
+                probs = self.encoder.ctc_logits(top_states).float().softmax(-1)
+                if self.cfg.posteriors:
+                    states = probs.sqrt()
+                if self.cfg.drop_blank:
+                    states = states[:, probs[0].argmax(-1) != 0]
         return states[0].float().cpu()
 
     def external_files(self) -> dict[str, Path]:

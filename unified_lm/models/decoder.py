@@ -151,12 +151,29 @@ def _from_pretrained(path: Path, vocab: "UnifiedVocab") -> PreTrainedModel:
             f"model.init_from: {path} has {old_rows} embedding rows but the vocabulary has "
             f"{vocab.text_size} text tokens; build the vocabulary with UnifiedVocab.from_text_tokenizer({str(path)!r})"
         )
+    _check_specials_kept(path, vocab)
     resize_embeddings(model, len(vocab))
     model.config.pad_token_id = vocab.pad_id
     model.config.eos_token_id = vocab.text_end_id
     model.generation_config.pad_token_id = vocab.pad_id
     model.generation_config.eos_token_id = vocab.text_end_id
     return model
+
+
+def _check_specials_kept(path: Path, vocab: "UnifiedVocab") -> None:
+    """A checkpoint of this toolkit (a text LM, say) has trained rows for its special tokens:
+    they must keep their ids in the new vocabulary, or they would start from the wrong rows."""
+    from ..vocab import VOCAB_FILE, UnifiedVocab
+
+    if not (path / VOCAB_FILE).is_file():
+        return
+    old = UnifiedVocab.load(path).special_ids
+    moved = sorted(t for t, i in old.items() if vocab.special_ids.get(t) != i)
+    if moved:
+        raise ConfigError(
+            f"model.init_from: special tokens {moved} of {path} would change ids in the new vocabulary "
+            "(a different task list?); train with the same tasks.mixture names as that checkpoint"
+        )
 
 
 @torch.no_grad()
