@@ -39,10 +39,10 @@ class DemoScale:
 # head's character posteriors of a small encoder pre-trained on the training transcripts;
 # the `tiny` decoder learns to read them faster per CPU-second than `small` does.
 _TINY_DECODER = ("model.preset=tiny", "optim.lr=3e-3", "optim.warmup_steps=100")
-QUICK = DemoScale(num_utts=3000, max_steps=1000, eval_every=1000, tokenizer="ctc-posterior-km500.yaml",
-                  ctc_steps=700, train_overrides=_TINY_DECODER)
-FULL = DemoScale(num_utts=3000, max_steps=2000, eval_every=250, tokenizer="ctc-posterior-km500.yaml",
-                 ctc_steps=1500, train_overrides=_TINY_DECODER)
+QUICK = DemoScale(num_utts=3000, max_steps=2000, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
+                  ctc_steps=800, train_overrides=_TINY_DECODER)
+FULL = DemoScale(num_utts=3000, max_steps=4000, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
+                 ctc_steps=3000, train_overrides=_TINY_DECODER)
 
 
 def _recipe(folder: str, name: str) -> Path:
