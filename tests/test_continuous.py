@@ -305,3 +305,20 @@ def test_cli_decode_names_the_manifest_each_checkpoint_kind_needs(trained, judge
         assert cli.main(["decode", "--checkpoint", str(checkpoint), *args, "--out", str(tmp_path / "h.jsonl")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "h.jsonl").exists()
+
+
+def test_ctc_pretraining_with_speed_perturbation(corpus, tmp_path):
+    from unified_lm.continuous.data import load_utterances
+    from unified_lm.continuous.features import MelConfig, MelFrontend
+
+    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "speed_perturb": [1.1, 1.0, 0.9]}
+    summary = pretrain_ctc(from_dict(CTCPretrainConfig, {"data": data, "encoder": TINY_ENCODER, "optim": TINY_OPTIM,
+                                                          "out_dir": str(tmp_path / "ctc")}))
+    plain = load_utterances(corpus["train"], MelFrontend(MelConfig()), mode="asr")
+    assert summary["train_utts"] == 3 * len(plain)
+    fast = load_utterances(corpus["train"], MelFrontend(MelConfig()), mode="asr", speed=1.1)
+    assert [u.text for u in fast] == [u.text for u in plain]
+    for f, p in zip(fast, plain):  # 1.1x faster: about 1/1.1 of the frames
+        assert abs(f.feats.shape[0] - p.feats.shape[0] / 1.1) <= 2
+    with pytest.raises(ConfigError, match="speed_perturb"):
+        from_dict(CTCPretrainConfig, {"data": {**data, "speed_perturb": [0.0]}})

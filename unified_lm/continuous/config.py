@@ -70,6 +70,13 @@ class CTCDataConfig:
     train: str = "runs/prefix/corpus/train.jsonl"  # any audio manifest: audio + text
     dev: str | None = "runs/prefix/corpus/dev.jsonl"
     max_dev_utts: int = 200
+    # Speed perturbation (Ko et al. 2015): every training utterance also at these speeds,
+    # which moves pitch and tempo together, so the encoder hears more voices than it has.
+    speed_perturb: list[float] = field(default_factory=lambda: [1.0])
+
+    def __post_init__(self):
+        if not self.speed_perturb or any(f <= 0 for f in self.speed_perturb):
+            raise ConfigError(f"data.speed_perturb: positive speed factors, got {self.speed_perturb}")
 
 
 @dataclass

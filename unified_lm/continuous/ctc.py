@@ -96,7 +96,8 @@ def pretrain_ctc(cfg: CTCPretrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     frontend = MelFrontend(cfg.mel)
-    train = load_utterances(cfg.data.train, frontend, mode="asr")
+    speeds = sorted(cfg.data.speed_perturb, key=lambda f: f != 1.0)  # unperturbed first: the dev fallback
+    train = [u for f in speeds for u in load_utterances(cfg.data.train, frontend, mode="asr", speed=f)]
     dev = (
         load_utterances(cfg.data.dev, frontend, mode="asr", limit=cfg.data.max_dev_utts)
         if cfg.data.dev

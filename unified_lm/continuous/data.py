@@ -91,10 +91,12 @@ def _resolve(manifest: Path, audio: str) -> Path:
     return p if p.is_absolute() else manifest.parent / p
 
 
-def _load_frames(frontend: MelFrontend, manifest: Path, audio: str, line: int, min_frames: int = 1) -> Tensor:
+def _load_frames(
+    frontend: MelFrontend, manifest: Path, audio: str, line: int, min_frames: int = 1, speed: float = 1.0
+) -> Tensor:
     path = _resolve(manifest, audio)
     try:
-        frames = frontend.load(path)
+        frames = frontend.load(path, speed)
     except DataError as e:  # it names the audio file; the user also needs the manifest line
         raise DataError(manifest, str(e), line) from None
     if frames.size(0) < min_frames:
@@ -103,9 +105,11 @@ def _load_frames(frontend: MelFrontend, manifest: Path, audio: str, line: int, m
     return frames
 
 
-def _utterance(record: AudioRecord, manifest: Path, line: int, frontend: MelFrontend, mode: str) -> Utterance:
+def _utterance(
+    record: AudioRecord, manifest: Path, line: int, frontend: MelFrontend, mode: str, speed: float = 1.0
+) -> Utterance:
     if mode == "asr":
-        feats = _load_frames(frontend, manifest, record.audio, line, PrefixEncoder.MIN_FRAMES)
+        feats = _load_frames(frontend, manifest, record.audio, line, PrefixEncoder.MIN_FRAMES, speed)
         return Utterance(record.id, feats, record.text, subset=record.subset)
     missing = [k for k in CONTINUATION_FIELDS if not record.extra.get(k)]
     if missing:
@@ -124,10 +128,12 @@ def _utterance(record: AudioRecord, manifest: Path, line: int, frontend: MelFron
 
 
 def load_utterances(
-    manifest: str | Path, frontend: MelFrontend, mode: str = "continuation", limit: int | None = None
+    manifest: str | Path, frontend: MelFrontend, mode: str = "continuation", limit: int | None = None,
+    speed: float = 1.0,
 ) -> list[Utterance]:
     """Reads a manifest into utterances: ``mode="continuation"`` (prompt + continuation)
-    or ``"asr"`` (the whole ``audio`` and its ``text``). Raises DataError on the first bad line.
+    or ``"asr"`` (the whole ``audio`` and its ``text``, played ``speed`` times faster).
+    Raises DataError on the first bad line.
 
     Results are cached per process, keyed by the manifest's path, size and modification
     time and the front end's settings: the ablation bench trains eight models on the same
@@ -135,23 +141,26 @@ def load_utterances(
     """
     if mode not in ("continuation", "asr"):
         raise ValueError(f"mode must be 'continuation' or 'asr', got {mode!r}")
+    if speed != 1.0 and mode != "asr":
+        raise ValueError("speed perturbation is for whole utterances (mode='asr')")
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
     stat = manifest.stat()
-    return list(_load_cached(manifest, stat.st_size, stat.st_mtime_ns, frontend.cfg, mode, limit))
+    return list(_load_cached(manifest, stat.st_size, stat.st_mtime_ns, frontend.cfg, mode, limit, speed))
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(
-    manifest: Path, size: int, mtime_ns: int, mel: MelConfig, mode: str, limit: int | None
+    manifest: Path, size: int, mtime_ns: int, mel: MelConfig, mode: str, limit: int | None, speed: float
 ) -> tuple[Utterance, ...]:
     frontend = MelFrontend(mel)
     out = []
-    for line, record in tqdm(iter_audio_manifest(manifest), desc=f"features {manifest.name}", unit="utt", leave=False):
+    desc = f"features {manifest.name}" + (f" x{speed}" if speed != 1.0 else "")
+    for line, record in tqdm(iter_audio_manifest(manifest), desc=desc, unit="utt", leave=False):
         if isinstance(record, DataError):
             raise record
-        out.append(_utterance(record, manifest, line, frontend, mode))
+        out.append(_utterance(record, manifest, line, frontend, mode, speed))
         if limit is not None and len(out) >= limit:
             break
     if not out:

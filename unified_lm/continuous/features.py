@@ -14,7 +14,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from ..audio import load_audio, log_mel_spectrogram
+from ..audio import load_audio, log_mel_spectrogram, speed_perturb
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ class MelFrontend:
         with torch.no_grad():
             return log_mel_spectrogram(wave.float(), c.sample_rate, c.n_mels, c.n_fft, c.hop_length, c.log_floor)
 
-    def load(self, path: str | Path) -> Tensor:
-        """Log-mel frames of an audio file, resampled to the configured rate."""
-        return self(load_audio(path, sample_rate=self.cfg.sample_rate))
+    def load(self, path: str | Path, speed: float = 1.0) -> Tensor:
+        """Log-mel frames of an audio file, resampled to the configured rate and played
+        ``speed`` times faster (speed perturbation: tempo and pitch change together)."""
+        return self(speed_perturb(load_audio(path, sample_rate=self.cfg.sample_rate), speed, self.cfg.sample_rate))
 
     def to_wave(self, log_mel: Tensor) -> Tensor:
         """Griffin-Lim: log-mel [frames, n_mels] -> waveform [samples].
