@@ -4,7 +4,7 @@ synthesize a corpus -> pre-train a small CTC encoder on the training transcripts
 unit tokenizer on its character posteriors (ctc-posterior-km500) -> discretize
 train/dev/test -> train the `tiny` decoder on ASR with the SLD loss -> decode test -> print
 WER/CER per subset (all, seen voices, the held-out voice), beside PocketSphinx's on the
-same audio with ``--peer`` (always with ``--full``). ``--full`` spends about 3x the steps.
+same audio with ``--peer`` (always with ``--full``). ``--full`` spends 2-4x the steps.
 
 Every step is skipped when its output already exists, so a rerun after an interruption
 picks up where it stopped: each step is atomic or resumes from its last checkpoint.
@@ -31,7 +31,6 @@ class DemoScale:
     tokenizer: str  # a recipe in tokenizers/
     tokenizer_overrides: tuple[str, ...] = ()
     ctc_steps: int = 0  # > 0: pre-train the CTC encoder that a ctc_encoder tokenizer reads
-    ctc_overrides: tuple[str, ...] = ()
     train_overrides: tuple[str, ...] = ()
 
 
@@ -67,14 +66,12 @@ def run_demo(
     from .train import main as train_main
 
     out = Path(out)
-    corpus, tok, units, run = out / "corpus", out / "tok", out / "units", out / "asr_sld"
-    encoder = out / "ctc-encoder"
+    corpus, encoder, tok, units, run = out / "corpus", out / "ctc-encoder", out / "tok", out / "units", out / "asr_sld"
     titles = [f"synthesize {scale.num_utts} utterances"]
     if scale.ctc_steps:
         titles.append(f"pre-train the CTC encoder ({scale.ctc_steps} steps)")
     titles += [f"fit the {Path(scale.tokenizer).stem} tokenizer", "discretize train/dev/test",
-               "train the decoder on ASR with SLD",
-               "decode test"]
+               "train the decoder on ASR with SLD", "decode test"]
     numbered = iter(f"{i}/{len(titles)} {t}" for i, t in enumerate(titles, 1))
     timings: dict[str, float] = {}
 
@@ -91,7 +88,7 @@ def run_demo(
                 "--config", str(_recipe("experiments", "prefix_ctc.yaml")),
                 f"data.train={corpus / 'train.jsonl'}", f"data.dev={corpus / 'dev.jsonl'}", f"out_dir={encoder}",
                 f"optim.max_steps={scale.ctc_steps}", f"optim.eval_every_steps={max(scale.ctc_steps // 3, 1)}",
-                f"seed={seed}", *scale.ctc_overrides,
+                f"seed={seed}",
             ])
         timings["ctc_encoder"] = time.perf_counter() - t
         tokenizer_overrides.append(f"kmeans.features.model_path={encoder / 'best'}")
@@ -170,8 +167,7 @@ def _print_unit_stats(manifest: Path) -> None:
 def print_score_table(scores: dict, title: str | None = None) -> None:
     """Prints `subset | utts | WER | CER` from a decode() score dict."""
     rows = [("all", scores)] + sorted(scores.get("subsets", {}).items())
-    if title:
-        print(f"\n{title}")
-    print(f"{'' if title else chr(10)}{'subset':<16}{'utts':>6}{'WER %':>9}{'CER %':>9}")
+    print(f"\n{title}" if title else "")
+    print(f"{'subset':<16}{'utts':>6}{'WER %':>9}{'CER %':>9}")
     for name, s in rows:
         print(f"{name:<16}{s['num_utts']:>6}{100 * s['wer']:>9.2f}{100 * s['cer']:>9.2f}")
