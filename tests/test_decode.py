@@ -79,3 +79,16 @@ def test_decode_rejects_unknown_task(trained_run, tmp_path):  # noqa: F811
     corpus, run, _ = trained_run
     with pytest.raises(ConfigError, match="unknown task 'mt'"):
         decode(run / "best", corpus["dev"], tmp_path / "x.jsonl", task="mt")
+
+
+def test_decode_refuses_outputs_it_could_not_or_should_not_write(trained_run, tmp_path):  # noqa: F811
+    corpus, run, _ = trained_run
+    before = corpus["dev"].read_bytes()
+    with pytest.raises(ConfigError, match="the output path is also an input"):
+        decode(run / "best", corpus["dev"], corpus["dev"])
+    assert corpus["dev"].read_bytes() == before
+    with pytest.raises(ConfigError, match="is a directory"):
+        decode(run / "best", corpus["dev"], tmp_path)
+    with pytest.raises(ConfigError, match=r"max_new_tokens \(-1\) must be >= 1"):
+        decode(run / "best", corpus["dev"], tmp_path / "x.jsonl", max_new_tokens=-1)
+    assert not list(tmp_path.iterdir())

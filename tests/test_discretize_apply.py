@@ -100,6 +100,17 @@ def test_bad_line_raises_naming_the_line_and_leaves_no_output(tok, bad_manifest,
     assert not out.exists()
 
 
+def test_apply_never_overwrites_its_manifest_nor_writes_into_a_directory(tok, bad_manifest, tmp_path):
+    before = bad_manifest.read_bytes()
+    with pytest.raises(ConfigError, match="the output path is also an input"):
+        apply_tokenizer(tok, bad_manifest, bad_manifest, progress=False)
+    assert bad_manifest.read_bytes() == before
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        apply_tokenizer(tok, bad_manifest, tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").iterdir()) and not list(tmp_path.glob("*.partial"))
+
+
 def test_skip_bad_writes_rejects_with_line_and_reason(tok, bad_manifest, tmp_path):
     out = tmp_path / "units.jsonl"
     summary = apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)

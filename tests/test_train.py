@@ -108,6 +108,7 @@ def _run_main(tmp_path, capsys, *overrides):
         ("optim.learning_rate=1e-3", "unknown key(s) ['learning_rate']"),
         ("model.preset=huge", "unknown preset 'huge'"),
         ("optim.schedule=exp", "unknown schedule 'exp'"),
+        ("optim.lr=-1e-3", "optim.lr must be > 0"),
         ("data.tokenizer=/nonexistent/tok", "/nonexistent/tok/meta.json: not a tokenizer directory"),
     ],
 )

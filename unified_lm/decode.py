@@ -28,7 +28,7 @@ from transformers import GenerationConfig, PreTrainedModel
 from .corpus.manifest import UnitRecord
 from .data import read_checked_manifest
 from .errors import ConfigError
-from .io import atomic_write_text, write_jsonl
+from .io import atomic_write_text, check_output_path, write_jsonl
 from .models import eval_mode, load_checkpoint, max_positions
 from .scoring import asr_rows, score_corpus
 from .tasks import TaskConfig, asr_prompt, text_ids
@@ -232,8 +232,11 @@ def decode(
     """
     if task not in DECODE_TASKS:
         raise ConfigError(f"decode: unknown task {task!r}; known: {sorted(DECODE_TASKS)}")
-    if beam < 1 or batch_size < 1:
-        raise ConfigError(f"decode: beam ({beam}) and batch_size ({batch_size}) must be >= 1")
+    if beam < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ConfigError(
+            f"decode: beam ({beam}), batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be >= 1"
+        )
+    check_output_path(out, units_manifest)
     model, vocab, cfg = load_checkpoint(checkpoint)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = read_checked_manifest(units_manifest, vocab)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 _umask = os.umask(0)
 os.umask(_umask)
@@ -39,6 +39,17 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_path(out: str | Path, *inputs: str | Path) -> None:
+    """Fails before any work when writing ``out`` could not succeed (it is a directory) or
+    would replace one of ``inputs``."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: the output path is a directory; give a file path")
+    for path in inputs:
+        if Path(path).exists() and out.resolve() == Path(path).resolve():
+            raise ConfigError(f"{out}: the output path is also an input; the input would be overwritten")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

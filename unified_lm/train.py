@@ -142,6 +142,8 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("max_steps", "grad_accum", "max_tokens"):
         if getattr(cfg.optim, name) < 1:
             raise ConfigError(f"optim.{name}: must be >= 1")
+    if not cfg.optim.lr > 0 or cfg.optim.weight_decay < 0:
+        raise ConfigError(f"optim.lr must be > 0 and optim.weight_decay >= 0, got {cfg.optim.lr} and {cfg.optim.weight_decay}")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas: expected two values, got {cfg.optim.betas}")
     for section in ("eval", "checkpoint"):

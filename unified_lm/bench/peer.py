@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ..corpus.manifest import AudioRecord, read_audio_manifest
 from ..errors import ConfigError
-from ..io import atomic_write_text, write_jsonl
+from ..io import atomic_write_text, check_output_path, write_jsonl
 from ..scoring import asr_rows
 
 
@@ -71,6 +71,7 @@ def run_peer(manifest: str | Path, out: str | Path, jobs: int = 1) -> dict[str, 
 
     if jobs < 1:
         raise ConfigError(f"bench peer: --jobs must be >= 1, got {jobs}")
+    check_output_path(out, manifest)
     records = read_audio_manifest(manifest)
     start = time.perf_counter()
     rows, scores = asr_rows(records, transcribe_peer(records, manifest, jobs))

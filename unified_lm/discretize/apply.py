@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..corpus.manifest import UnitRecord, iter_audio_manifest
 from ..errors import ConfigError, DataError
-from ..io import atomic_open, dump_json_line, read_jsonl, write_jsonl
+from ..io import atomic_open, check_output_path, dump_json_line, read_jsonl, write_jsonl
 from .base import single_threaded
 from .source import count_lines, load_record_audio
 from .tokenizer import SpeechTokenizer, load_tokenizer
@@ -90,6 +90,7 @@ def apply_tokenizer(
     target = shard_path(out, shard, nshards) if sharded else out
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
+    check_output_path(target, manifest)
     tok = load_tokenizer(tokdir)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
