@@ -5,8 +5,8 @@ from _lm_util import trained_run  # noqa: F401
 
 from unified_lm.data import read_checked_manifest
 from unified_lm.decode import decode, generate, scores_path, transcribe
-from unified_lm.errors import ConfigError
-from unified_lm.io import read_jsonl
+from unified_lm.errors import ConfigError, DataError
+from unified_lm.io import read_jsonl, write_jsonl
 from unified_lm.models import load_checkpoint
 from unified_lm.tasks import asr_prompt
 
@@ -92,3 +92,14 @@ def test_decode_refuses_outputs_it_could_not_or_should_not_write(trained_run, tm
     with pytest.raises(ConfigError, match=r"max_new_tokens \(-1\) must be >= 1"):
         decode(run / "best", corpus["dev"], tmp_path / "x.jsonl", max_new_tokens=-1)
     assert not list(tmp_path.iterdir())
+
+
+def test_decode_names_a_unit_outside_the_tokenizer_range(trained_run, tmp_path):  # noqa: F811
+    corpus, run, _ = trained_run
+    rows = read_jsonl(corpus["dev"])
+    rows[1]["units"][0] = 999
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, rows)
+    with pytest.raises(DataError, match=rf"bad.jsonl: utterance '{rows[1]['id']}': unit 999 is outside \[0, 48\)"):
+        decode(run / "best", bad, tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()

@@ -35,13 +35,16 @@ def read_checked_manifest(path: str | Path, vocab: UnifiedVocab) -> list[UnitRec
         raise DataError(path, "the unit manifest is empty")
     for record in records:
         try:
-            vocab.speech_range(record.tokenizer)
+            meta = vocab.speech_range(record.tokenizer).meta
         except ConfigError as e:
             raise DataError(
                 path,
                 f"utterance {record.id!r}: {e}. The manifest and the vocabulary (model) must come from the "
                 "same tokenizer fit: re-run `unified-lm discretize apply` with that tokenizer",
             ) from None
+        bad = next((u for u in record.units if not 0 <= u < meta.num_units), None)
+        if bad is not None:
+            raise DataError(path, f"utterance {record.id!r}: unit {bad} is outside [0, {meta.num_units}) of {meta.name!r}")
     return records
 
 
