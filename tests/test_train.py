@@ -199,3 +199,12 @@ def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
     other_tasks = UnifiedVocab(vocab.text_tokenizer, vocab.tokenizers, tasks=("asr",))
     with pytest.raises(ConfigError, match="special tokens .* would change ids"):
         build_model(cfg.model, other_tasks)
+
+
+def test_ctrl_c_in_python_m_train_prints_one_line(tmp_path, capsys, monkeypatch):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    assert main(["--config", str(TINY_RECIPE)]) == 130
+    assert capsys.readouterr().err.strip() == "unified_lm.train: interrupted; rerun the same command to resume"

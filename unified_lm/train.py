@@ -532,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnifiedLMError as e:
         print(f"unified_lm.train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # as `unified-lm train` does: out/last holds the last checkpoint
+        print("unified_lm.train: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 
