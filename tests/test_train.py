@@ -12,6 +12,7 @@ from unified_lm.bench.speed import run_speed_bench
 from unified_lm.config import load_config
 from unified_lm.io import read_jsonl, write_jsonl
 from unified_lm.train import TrainConfig, main, train
+from unified_lm.vocab import UnifiedVocab
 
 
 def test_tiny_run_learns_and_writes_its_outputs(trained_run):  # noqa: F811
@@ -129,6 +130,28 @@ def test_tokenizer_mismatch_fails_with_both_hashes(tmp_path, capsys):
     status, err = _run_main(tmp_path, capsys, f"data.train={tmp_path / 'other.jsonl'}")
     assert status == 2
     assert "other.jsonl" in err and "0" * 16 in err and "f" * 16 in err
+    assert not (tmp_path / "run").exists()  # no vocab/ from the wrong tokenizer for a later start to reuse
+
+
+def test_a_failed_start_leaves_nothing_and_the_next_start_builds_its_own_vocab(tmp_path, capsys):
+    status, err = _run_main(tmp_path, capsys, "optim.max_tokens=4")  # below one utterance
+    assert status == 2 and "max_tokens" in err and not (tmp_path / "run").exists()
+    stale = tmp_path / "run" / "vocab"  # as an older version's failed start left it
+    UnifiedVocab.train(["a b c"], [], 260).save(stale)  # 258 text tokens; the recipe's BPE has 300
+    status, _ = _run_main(tmp_path, capsys, "optim.max_steps=2", "eval.every_steps=2")
+    assert status == 0
+    assert UnifiedVocab.load(stale).text_size == UnifiedVocab.load(tmp_path / "run" / "best").text_size == 300
+
+
+def test_a_trained_run_does_not_resume_with_another_loss(tmp_path, capsys):
+    assert _run_main(tmp_path, capsys, "optim.max_steps=2", "eval.every_steps=2")[0] == 0
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    status, err = _run_main(tmp_path, capsys, "optim.max_steps=2", "eval.every_steps=2", "loss.name=ce")
+    assert status == 2 and "trained with another config (loss.name: 'sld' -> 'ce')" in err
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
+    # What is evaluated or logged may change on resume; config.yaml keeps what was trained.
+    assert _run_main(tmp_path, capsys, "optim.max_steps=2", "eval.every_steps=1", "log_every_steps=2")[0] == 0
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
 
 
 @pytest.mark.parametrize("name, loss", [("asr_sld", "sld"), ("asr_mask", "mask"), ("asr_ce", "ce"), ("tiny_test", "sld")])

@@ -187,10 +187,12 @@ def build_vocab(cfg: TrainConfig) -> UnifiedVocab:
     return UnifiedVocab.train(texts, speech, cfg.data.text_vocab_size, tasks)
 
 
-def _prepare_vocab(cfg: TrainConfig, out: Path, accelerator: Accelerator) -> UnifiedVocab:
-    # Built once by the main process and read by all, so every rank has the same ids.
+def _prepare_vocab(cfg: TrainConfig, out: Path, accelerator: Accelerator, fresh: bool) -> UnifiedVocab:
+    # Built once by the main process and read by all, so every rank has the same ids. A fresh
+    # run builds it anew: one left by an earlier failed start may come from another config.
     vocab_dir = out / "vocab"
-    if accelerator.is_main_process and not (vocab_dir / "unified_vocab.json").is_file():
+    if accelerator.is_main_process and (fresh or not (vocab_dir / "unified_vocab.json").is_file()):
+        shutil.rmtree(vocab_dir, ignore_errors=True)
         build_vocab(cfg).save(vocab_dir)
     accelerator.wait_for_everyone()
     return UnifiedVocab.load(vocab_dir)
@@ -206,11 +208,23 @@ def _optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+# Keys a resumed run may change: they decide what is logged, evaluated and saved, not what is trained.
+RESUMABLE_CHANGES = ("eval.", "checkpoint.", "log_every_steps", "data.num_workers")
+
+
 def _check_same_config(cfg: TrainConfig, path: Path) -> None:
+    """A run resumes only with the config its checkpoints were trained with (``config.yaml``
+    stays as it is), up to the keys in ``RESUMABLE_CHANGES``."""
     if not path.is_file():
         return
     old, new = _flatten(load_yaml(path)), _flatten(to_dict(cfg))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    if refused:
+        raise ConfigError(
+            f"{path.parent} was trained with another config ({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in refused)}); "
+            "rerun with the same settings to resume, or choose another out_dir"
+        )
     if changed:
         logger.warning("resuming %s with a changed config: %s", path.parent, ", ".join(changed))
 
@@ -411,20 +425,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     main = accelerator.is_main_process
     out = Path(cfg.out_dir)
     last = existing_checkpoint(out / "last")
-    if main:
+    if last:
+        _check_same_config(cfg, out / "config.yaml")
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
-        if last:
-            _check_same_config(cfg, out / "config.yaml")
+    try:
+        vocab = _prepare_vocab(cfg, out, accelerator, fresh=not last)
+        loss_fn = build_loss(cfg.loss, vocab)
+        dataset = UnitDataset(cfg.data.train, vocab, cfg.tasks, seed=cfg.seed)
+        dev = read_checked_manifest(cfg.data.dev, vocab)[: cfg.eval.max_utts] if cfg.data.dev else []
+        sampler = BucketBatchSampler(
+            dataset.lengths, cfg.optim.max_tokens, seed=cfg.seed,
+            num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+        )
+    except UnifiedLMError:
+        if main and not last:  # a start that fails leaves nothing a later start could pick up
+            shutil.rmtree(out / "vocab", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    if main and not last:
         save_config(cfg, out / "config.yaml")
-
-    vocab = _prepare_vocab(cfg, out, accelerator)
-    loss_fn = build_loss(cfg.loss, vocab)
-    dataset = UnitDataset(cfg.data.train, vocab, cfg.tasks, seed=cfg.seed)
-    dev = read_checked_manifest(cfg.data.dev, vocab)[: cfg.eval.max_utts] if cfg.data.dev else []
-    sampler = BucketBatchSampler(
-        dataset.lengths, cfg.optim.max_tokens, seed=cfg.seed,
-        num_replicas=accelerator.num_processes, rank=accelerator.process_index,
-    )
 
     set_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(last) if last else build_model(cfg.model, vocab)
