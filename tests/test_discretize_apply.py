@@ -111,6 +111,21 @@ def test_apply_never_overwrites_its_manifest_nor_writes_into_a_directory(tok, ba
     assert not list((tmp_path / "out").iterdir()) and not list(tmp_path.glob("*.partial"))
 
 
+def test_a_second_apply_to_the_same_output_is_refused_while_the_first_runs(tok, bad_manifest, tmp_path):
+    import fcntl
+
+    from unified_lm.discretize.apply import partial_path
+
+    out = tmp_path / "units.jsonl"
+    with open(partial_path(out), "a") as held:  # what a running apply holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another `discretize apply` is writing this output"):
+            apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)
+        assert partial_path(out).read_text() == ""  # the refused run wrote nothing
+    apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)  # released: it runs
+    assert out.is_file() and not partial_path(out).exists()
+
+
 def test_skip_bad_writes_rejects_with_line_and_reason(tok, bad_manifest, tmp_path):
     out = tmp_path / "units.jsonl"
     summary = apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)

@@ -15,6 +15,7 @@ exactly the bytes of an unsharded run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import heapq
 import json
 import os
@@ -95,10 +96,11 @@ def apply_tokenizer(
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
-    done = _recover_partial(partial, tok.meta.identity)
     totals = _Totals()
     rejects: list[dict] = []
     with open(partial, "a", encoding="utf-8") as f, single_threaded():
+        _lock(f, target)
+        done = _recover_partial(partial, tok.meta.identity)
         for outcome in _discretize(tok, manifest, shard, nshards, done, totals, progress):
             if outcome.error is not None:
                 if not skip_bad:
@@ -213,6 +215,15 @@ def _discretize(
             totals.units += len(units)
             totals.audio_seconds += seconds
             yield _Outcome(line, rec.id, dump_json_line(record), None)
+
+
+def _lock(f, target: Path) -> None:
+    """Holds ``f`` (the partial file) for this run alone: two runs writing one output would
+    interleave their rows. Released when ``f`` is closed, or when the process dies."""
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"{target}: another `discretize apply` is writing this output; wait for it to finish") from None
 
 
 def _recover_partial(partial: Path, identity: dict[str, str]) -> dict[int, str]:
