@@ -1,5 +1,7 @@
 """Recipes, k-means backends, fitting, post-processing, EnCodec and SSL discretizers."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +130,20 @@ def test_fit_writes_a_self_describing_directory(fbank_tok):
     assert saved["kmeans"]["features"] == {"type": "fbank", "num_mel_bins": 80, "cmn": True, "context": 0}  # defaults spelled out
     assert np.load(fbank_tok / "centroids.npy").shape == (16, 80)
     assert not list(fbank_tok.parent.glob(".*tmp"))  # no staging dir left behind
+
+
+def test_fit_removes_what_a_killed_fit_left_and_nothing_of_a_running_one(corpus, tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its id now names no process, as after a kill -9
+    killed = tmp_path / f".tok.{gone.pid}.tmp"
+    running = tmp_path / f".tok.{os.getppid()}.tmp"  # a live process's staging dir
+    for d in (killed, running):
+        (d / "part").mkdir(parents=True)
+    fit(FBANK, corpus, tmp_path / "tok", SMALL_FBANK)
+    assert not killed.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "tok"])
 
 
 def test_fit_is_deterministic(corpus, fbank_tok, tmp_path):

@@ -14,9 +14,9 @@ fit never leaves a half-written tokenizer behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -140,9 +140,13 @@ def _content_hash(rec: Recipe, files: dict[str, Path]) -> str:
 
 @contextlib.contextmanager
 def _staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A directory beside ``out_dir`` to fit into, renamed into place on success. Its name
+    carries this process's id, so a later fit can tell the leftover of a killed one."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    work.chmod(0o755)  # mkdtemp's private 0700 would otherwise stick to the tokenizer
+    _remove_orphaned_staging(out_dir)
+    work = out_dir.parent / f".{out_dir.name}.{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
     try:
         yield work
         if out_dir.is_dir():
@@ -151,3 +155,21 @@ def _staging_dir(out_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _remove_orphaned_staging(out_dir: Path) -> None:
+    """Removes staging directories of ``out_dir`` whose fitting process is gone (``kill -9``)."""
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
+        pid = path.name[len(out_dir.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
