@@ -121,6 +121,12 @@ def test_load_rejects_bad_files(tmp_path, make, reason):
     assert e.value.path == str(path)
 
 
+def test_load_names_a_directory_as_one(tmp_path):
+    (tmp_path / "a.wav").mkdir()
+    with pytest.raises(DataError, match="a.wav: is a directory, not an audio file"):
+        load_audio(tmp_path / "a.wav")
+
+
 def test_load_rejects_zero_samples_and_nan(tmp_path):
     zero = write_wav(tmp_path / "zero.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(DataError, match="zero samples"):

@@ -25,7 +25,7 @@ from unified_lm.discretize import (
 )
 from unified_lm.discretize.kmeans import FaissKMeans, FrameSampler, SklearnKMeans
 from unified_lm.discretize.postprocess import UnitBPE, dedup
-from unified_lm.errors import ConfigError
+from unified_lm.errors import ConfigError, DataError
 from unified_lm.io import read_jsonl
 
 FBANK = RECIPES / "fbank-km500.yaml"
@@ -144,6 +144,14 @@ def test_fit_removes_what_a_killed_fit_left_and_nothing_of_a_running_one(corpus,
     fit(FBANK, corpus, tmp_path / "tok", SMALL_FBANK)
     assert not killed.exists() and running.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "tok"])
+
+
+def test_fit_on_an_empty_manifest_names_it(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="empty.jsonl: the manifest is empty"):
+        fit(FBANK, empty, tmp_path / "tok", SMALL_FBANK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
 
 
 def test_fit_is_deterministic(corpus, fbank_tok, tmp_path):

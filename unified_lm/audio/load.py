@@ -50,6 +50,8 @@ class AudioInfo:
 def audio_info(path: str | Path) -> AudioInfo:
     """Reads only the header; raises DataError for missing, unreadable or truncated files."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a directory, not an audio file")
     if not path.is_file():
         raise DataError(path, "audio file not found")
     if path.stat().st_size == 0:

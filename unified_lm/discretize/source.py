@@ -41,8 +41,11 @@ def iter_waveforms(
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
+    total = count_lines(manifest)
+    if not total:
+        raise DataError(manifest, "the manifest is empty")
     records = iter_audio_manifest(manifest)
-    for line, rec in tqdm(records, total=count_lines(manifest), desc=desc, unit="utt", disable=not progress):
+    for line, rec in tqdm(records, total=total, desc=desc, unit="utt", disable=not progress):
         if isinstance(rec, DataError):
             raise rec
         yield line, rec, load_record_audio(rec, manifest, line)
