@@ -135,6 +135,7 @@ def test_skip_bad_writes_rejects_with_line_and_reason(tok, bad_manifest, tmp_pat
     for r in rejects:
         assert BAD_LINES[r["line"]] in r["reason"], r
     assert {r["line"]: r["id"] for r in rejects}[2] == "corrupt"
+    assert {r["line"]: r["id"] for r in rejects}[9] == "notext"  # a record that fails its checks keeps its id
     assert {r["line"]: r["id"] for r in rejects}[12] is None  # broken JSON has no id
     assert summary["rejected"] == len(BAD_LINES) and summary["utterances"] == 4
 

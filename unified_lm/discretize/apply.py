@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import heapq
+import itertools
 import json
 import os
 import time
@@ -183,7 +184,7 @@ def _discretize(
             bar.update()
             if isinstance(rec, DataError):
                 if line not in done:
-                    yield _Outcome(line, None, None, rec)
+                    yield _Outcome(line, _readable_id(manifest, line), None, rec)
                 continue
             if line in done:
                 if rec.id != done[line]:
@@ -215,6 +216,16 @@ def _discretize(
             totals.units += len(units)
             totals.audio_seconds += seconds
             yield _Outcome(line, rec.id, dump_json_line(record), None)
+
+
+def _readable_id(manifest: Path, line: int) -> str | None:
+    """The ``id`` of a manifest line that failed to parse as a record, if it has a readable one."""
+    with open(manifest, "rb") as f:
+        raw = next(itertools.islice(f, line - 1, None), b"")
+    with contextlib.suppress(ValueError, AttributeError):
+        uid = json.loads(raw).get("id")
+        return uid if isinstance(uid, str) else None
+    return None
 
 
 def _lock(f, target: Path) -> None:
