@@ -261,3 +261,14 @@ def test_resume_refuses_a_changed_manifest(tok, corpus, tmp_path):
     changed = write_manifest(tmp_path / "changed.jsonl", rows)
     with pytest.raises(DataError, match="changed.jsonl:2: line holds 'renamed'.*the manifest changed"):
         apply_tokenizer(tok, changed, tmp_path / "units.jsonl", progress=False)
+
+
+def test_upsampled_audio_is_reported_once_per_manifest(tok, tmp_path, caplog):
+    for i in range(2):
+        write_wav(tmp_path / f"n{i}.wav", speechlike(1.0, 8000, seed=i), 8000)
+    manifest = write_manifest(tmp_path / "narrow.jsonl", [record(f"n{i}", f"n{i}.wav", 1.0) for i in range(2)])
+    with caplog.at_level("WARNING", logger="unified_lm.discretize"):
+        apply_tokenizer(tok, manifest, tmp_path / "units.jsonl", progress=False)
+    warned = [r.getMessage() for r in caplog.records if "upsampled" in r.getMessage()]
+    assert len(warned) == 1 and "n0.wav is 8000 Hz, upsampled to 16000 Hz" in warned[0]
+    assert len(read_jsonl(tmp_path / "units.jsonl")) == 2  # a warning, not an error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -11,6 +12,8 @@ from tqdm import tqdm
 from ..audio import SAMPLE_RATE, read_audio, resample
 from ..corpus.manifest import AudioRecord, iter_audio_manifest
 from ..errors import DataError
+
+logger = logging.getLogger("unified_lm.discretize")
 
 
 def load_record_audio(rec: AudioRecord, manifest: Path, line: int) -> torch.Tensor:
@@ -25,7 +28,17 @@ def load_record_audio(rec: AudioRecord, manifest: Path, line: int) -> torch.Tens
         raise DataError(
             manifest, f"utterance {rec.id!r}: manifest says sample_rate {rec.sample_rate} but {path} is {sr} Hz", line
         )
+    if sr < SAMPLE_RATE and manifest not in _warned_upsampled:
+        _warned_upsampled.add(manifest)
+        logger.warning(
+            "%s: %s is %d Hz, upsampled to %d Hz; units of upsampled audio differ from those of native "
+            "%d kHz recordings (further files of this manifest are not reported)",
+            manifest, path, sr, SAMPLE_RATE, SAMPLE_RATE // 1000,
+        )
     return resample(wav, sr, SAMPLE_RATE)
+
+
+_warned_upsampled: set[Path] = set()
 
 
 def count_lines(manifest: Path) -> int:
