@@ -93,6 +93,19 @@ def test_apply_is_deterministic_and_keeps_manifest_order(tok, corpus, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_long_48k_audio_in_a_folder_with_spaces_from_another_directory(tok, tmp_path, monkeypatch):
+    data = tmp_path / "my data" / "wavs here"
+    data.mkdir(parents=True)
+    write_wav(data / "long take.wav", speechlike(60.0, 48000, seed=4), 48000)
+    write_manifest(tmp_path / "my data" / "m.jsonl", [record("long", "wavs here/long take.wav", 60.0)])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # audio paths resolve against the manifest, not the cwd
+    summary = apply_tokenizer(tok, "../my data/m.jsonl", "../my data/units.jsonl", progress=False)
+    [row] = read_jsonl(tmp_path / "my data" / "units.jsonl")
+    assert summary["audio_seconds"] == pytest.approx(60.0, abs=0.01)
+    assert sum(row["durations"]) == 5998  # 60 s at 100 frames/s, resampled from 48 kHz
+
+
 def test_bad_line_raises_naming_the_line_and_leaves_no_output(tok, bad_manifest, tmp_path):
     out = tmp_path / "units.jsonl"
     with pytest.raises(DataError, match=r"bad.jsonl:2: utterance 'corrupt': .*corrupt.wav: not a readable audio file"):
@@ -166,7 +179,8 @@ def test_resume_drops_a_torn_last_row(tok, corpus, tmp_path):
     assert not (tmp_path / "units.jsonl.partial").exists()
 
 
-def test_resume_after_kill_9_gives_the_same_bytes(tok, corpus, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_resume_after_kill_9_or_ctrl_c_gives_the_same_bytes(tok, corpus, tmp_path, sig):
     rows = read_jsonl(corpus)
     many = write_manifest(corpus.parent / "many.jsonl", [{**rows[i % 8], "id": f"x{i}"} for i in range(80)])
     reference = tmp_path / "ref.jsonl"
@@ -174,8 +188,8 @@ def test_resume_after_kill_9_gives_the_same_bytes(tok, corpus, tmp_path):
 
     out = tmp_path / "units.jsonl"
     partial = tmp_path / "units.jsonl.partial"
-    # A child that stops after its 40th utterance and waits to be killed: the kill lands
-    # mid-run however slow the machine is.
+    # The command line in a child that stops after its 40th utterance and waits for the
+    # signal: it lands mid-run however slow the machine is.
     script = (
         "import sys, time\n"
         "from unified_lm.discretize import tokenizer as t\n"
@@ -186,19 +200,25 @@ def test_resume_after_kill_9_gives_the_same_bytes(tok, corpus, tmp_path):
         "        time.sleep(600)\n"
         "    return encode(self, wav)\n"
         "t.SpeechTokenizer.encode = held\n"
-        "from unified_lm.discretize import apply_tokenizer\n"
-        "apply_tokenizer(*sys.argv[1:4], progress=False)\n"
+        "from unified_lm.cli import main\n"
+        "sys.exit(main(['discretize', 'apply', '--tokenizer', sys.argv[1], '--manifest', sys.argv[2], '--out', sys.argv[3]]))\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script, str(tok), str(many), str(out)], cwd=ROOT)
+    child = subprocess.Popen([sys.executable, "-c", script, str(tok), str(many), str(out)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 32):  # the first fsync
-            assert child.poll() is None and time.monotonic() < deadline, "child ended before it could be killed"
+            assert child.poll() is None and time.monotonic() < deadline, "child ended before it could be stopped"
             time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
+        os.kill(child.pid, sig)
     finally:
-        child.wait()
-    assert child.returncode == -signal.SIGKILL and not out.exists()
+        err = child.communicate()[1].decode()
+    assert not out.exists()
+    if sig == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+    else:  # one line, no traceback
+        assert child.returncode == 130 and "Traceback" not in err
+        assert err.rstrip().endswith("unified-lm: interrupted; rerun the same command to resume")
 
     summary = apply_tokenizer(tok, many, out, progress=False)
     assert 32 <= summary["resumed"] <= 40
@@ -272,3 +292,14 @@ def test_upsampled_audio_is_reported_once_per_manifest(tok, tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if "upsampled" in r.getMessage()]
     assert len(warned) == 1 and "n0.wav is 8000 Hz, upsampled to 16000 Hz" in warned[0]
     assert len(read_jsonl(tmp_path / "units.jsonl")) == 2  # a warning, not an error
+
+
+def test_fit_skip_bad_leaves_out_the_bad_lines_and_says_which(bad_manifest, tmp_path, caplog):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: utterance 'corrupt'"):
+        fit_tokenizer(FBANK, bad_manifest, tmp_path / "strict", overrides=SMALL, progress=False)
+    assert not (tmp_path / "strict").exists()
+    with caplog.at_level("WARNING", logger="unified_lm.discretize"):
+        meta = fit_tokenizer(FBANK, bad_manifest, tmp_path / "tok", overrides=SMALL, progress=False, skip_bad=True)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped:")]
+    assert meta.num_units == 8 and len(skipped) == len(BAD_LINES) - 1  # line 13 reads fine; only apply finds no frames
+    assert any("bad.jsonl:2: utterance 'corrupt'" in m for m in skipped)

@@ -67,7 +67,7 @@ def cmd_discretize_fit(args: argparse.Namespace) -> int:
 
     from .discretize import fit_tokenizer
 
-    meta = fit_tokenizer(args.recipe, args.manifest, args.out, overrides=args.overrides)
+    meta = fit_tokenizer(args.recipe, args.manifest, args.out, overrides=args.overrides, skip_bad=args.skip_bad)
     _print_summary({"tokenizer": str(args.out), **asdict(meta)})
     return 0
 
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", required=True, type=Path)
     s.add_argument("--manifest", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--skip-bad", action="store_true", help="leave out (and log) lines whose audio cannot be read")
     s.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     s.set_defaults(fn=cmd_discretize_fit)
     s = disc.add_parser("apply", help="turn a manifest's audio into units (resumable)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ class Quantizer(Protocol):
     codebook_size: int
 
     @classmethod
-    def fit(cls, recipe: Recipe, manifest: Path, workdir: Path, progress: bool) -> "Quantizer":
-        """Learns whatever state the kind needs from ``manifest`` and saves it in ``workdir``."""
+    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "Quantizer":
+        """Learns whatever state the kind needs from ``waveforms`` (16 kHz) and saves it in ``workdir``."""
         ...
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ class EncodecQuantizer:
         self.offsets = torch.arange(self.codebooks).unsqueeze(1) * cfg.bins
 
     @classmethod
-    def fit(cls, recipe: Recipe, manifest: Path, workdir: Path, progress: bool) -> "EncodecQuantizer":
+    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "EncodecQuantizer":
         # A pretrained codec has nothing to learn; fitting checks the checkpoint loads.
         return cls.load(recipe, workdir)
 

@@ -14,6 +14,7 @@ with the other exactly as well.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -23,7 +24,6 @@ from ..registry import Registry
 from .base import DISCRETIZERS
 from .features import FeatureExtractor, build_features
 from .recipe import KMeansConfig, Recipe
-from .source import iter_waveforms
 
 
 class FrameSampler:
@@ -177,12 +177,12 @@ class KMeansQuantizer:
         self.frame_rate = features.frame_rate
 
     @classmethod
-    def fit(cls, recipe: Recipe, manifest: Path, workdir: Path, progress: bool) -> "KMeansQuantizer":
+    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "KMeansQuantizer":
         cfg = recipe.kmeans
         KMEANS_BACKENDS.get(cfg.backend)  # an unknown backend fails before hours of features
         features = build_features(cfg.features)
         sampler = FrameSampler(cfg.sample_fraction, cfg.max_frames, cfg.seed)
-        for _, _, wav in iter_waveforms(manifest, progress, desc=f"{recipe.name}: features"):
+        for wav in waveforms:
             sampler.add(to_numpy(features(wav)))
         kmeans = fit_kmeans(sampler.frames(), cfg)
         np.save(workdir / cls.CENTROIDS, kmeans.centroids)

@@ -48,17 +48,28 @@ def count_lines(manifest: Path) -> int:
 
 
 def iter_waveforms(
-    manifest: str | Path, progress: bool = True, desc: str = "audio"
+    manifest: str | Path, progress: bool = True, desc: str = "audio", skip_bad: bool = False
 ) -> Iterator[tuple[int, AudioRecord, torch.Tensor]]:
-    """Yields ``(line, record, wav_16k)``; raises on the first bad line."""
+    """Yields ``(line, record, wav_16k)``; raises on the first bad line, or with ``skip_bad``
+    logs it and goes on (and raises only if no line was usable)."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
     total = count_lines(manifest)
     if not total:
         raise DataError(manifest, "the manifest is empty")
-    records = iter_audio_manifest(manifest)
-    for line, rec in tqdm(records, total=total, desc=desc, unit="utt", disable=not progress):
-        if isinstance(rec, DataError):
-            raise rec
-        yield line, rec, load_record_audio(rec, manifest, line)
+    used = 0
+    for line, rec in tqdm(iter_audio_manifest(manifest), total=total, desc=desc, unit="utt", disable=not progress):
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            wav = load_record_audio(rec, manifest, line)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", e)
+            continue
+        used += 1
+        yield line, rec, wav
+    if not used:
+        raise DataError(manifest, "no usable utterance: every line was skipped")

@@ -75,15 +75,18 @@ def fit_tokenizer(
     out_dir: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> TokenizerMeta:
-    """Fits the recipe on the manifest's audio and writes the tokenizer directory ``out_dir``."""
+    """Fits the recipe on the manifest's audio and writes the tokenizer directory ``out_dir``;
+    ``skip_bad`` leaves out (and logs) the lines that cannot be read instead of failing."""
     rec = load_recipe(recipe, overrides)
     quantizer_cls = DISCRETIZERS.get(rec.kind)
     manifest, out_dir = Path(manifest), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists; remove it or choose another output directory")
     with _staging_dir(out_dir) as work, single_threaded():
-        quantizer = quantizer_cls.fit(rec, manifest, work, progress)
+        waveforms = (wav for _, _, wav in iter_waveforms(manifest, progress, f"{rec.name}: features", skip_bad))
+        quantizer = quantizer_cls.fit(rec, waveforms, work)
         if rec.post.dedup and quantizer.codebooks > 1:
             raise ConfigError(
                 f"{recipe}: post.dedup needs one unit per frame, but {rec.name} interleaves "
@@ -92,7 +95,7 @@ def fit_tokenizer(
         files = quantizer.state_files(work)
         bpe = None
         if rec.post.bpe_vocab_size:
-            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, desc=f"{rec.name}: BPE units")
+            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, f"{rec.name}: BPE units", skip_bad)
             bpe = UnitBPE.train(seqs, quantizer.num_units, rec.post.bpe_vocab_size)
             bpe.save(work / UnitBPE.FILE)
             files[UnitBPE.FILE] = work / UnitBPE.FILE
@@ -125,9 +128,9 @@ def load_tokenizer(tokdir: str | Path) -> SpeechTokenizer:
 
 
 def _frame_units(
-    quantizer: Quantizer, dedup_runs: bool, manifest: Path, progress: bool, desc: str
+    quantizer: Quantizer, dedup_runs: bool, manifest: Path, progress: bool, desc: str, skip_bad: bool
 ) -> Iterator[np.ndarray]:
-    for _, _, wav in iter_waveforms(manifest, progress, desc):
+    for _, _, wav in iter_waveforms(manifest, progress, desc, skip_bad):
         units = quantizer.assign(quantizer.extract_features(wav))
         yield dedup(units)[0] if dedup_runs else units
 
