@@ -73,6 +73,7 @@ def test_load_resamples_8k_and_keeps_pitch(tmp_path):
     assert abs(peak_hz - 440) <= 1
 
 
+@pytest.mark.fault
 def test_load_downmixes_stereo(tmp_path):
     x = speechlike(0.5, 16000, seed=1)
     path = write_wav(tmp_path / "s.wav", np.stack([x, 0.5 * x], axis=1), 16000, subtype="FLOAT")
@@ -98,6 +99,7 @@ def _with_rate(data: bytes, rate: int) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     "make, reason",
     [
@@ -121,12 +123,14 @@ def test_load_rejects_bad_files(tmp_path, make, reason):
     assert e.value.path == str(path)
 
 
+@pytest.mark.fault
 def test_load_names_a_directory_as_one(tmp_path):
     (tmp_path / "a.wav").mkdir()
     with pytest.raises(DataError, match="a.wav: is a directory, not an audio file"):
         load_audio(tmp_path / "a.wav")
 
 
+@pytest.mark.fault
 def test_load_rejects_zero_samples_and_nan(tmp_path):
     zero = write_wav(tmp_path / "zero.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(DataError, match="zero samples"):

@@ -81,6 +81,7 @@ def test_decode_rejects_unknown_task(trained_run, tmp_path):  # noqa: F811
         decode(run / "best", corpus["dev"], tmp_path / "x.jsonl", task="mt")
 
 
+@pytest.mark.fault
 def test_decode_refuses_outputs_it_could_not_or_should_not_write(trained_run, tmp_path):  # noqa: F811
     corpus, run, _ = trained_run
     before = corpus["dev"].read_bytes()
@@ -94,6 +95,7 @@ def test_decode_refuses_outputs_it_could_not_or_should_not_write(trained_run, tm
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.fault
 def test_decode_names_a_unit_outside_the_tokenizer_range(trained_run, tmp_path):  # noqa: F811
     corpus, run, _ = trained_run
     rows = read_jsonl(corpus["dev"])

@@ -132,6 +132,7 @@ def test_fit_writes_a_self_describing_directory(fbank_tok):
     assert not list(fbank_tok.parent.glob(".*tmp"))  # no staging dir left behind
 
 
+@pytest.mark.fault
 def test_fit_removes_what_a_killed_fit_left_and_nothing_of_a_running_one(corpus, tmp_path):
     import subprocess
 
@@ -146,6 +147,7 @@ def test_fit_removes_what_a_killed_fit_left_and_nothing_of_a_running_one(corpus,
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "tok"])
 
 
+@pytest.mark.fault
 def test_fit_on_an_empty_manifest_names_it(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

@@ -93,6 +93,7 @@ def test_apply_is_deterministic_and_keeps_manifest_order(tok, corpus, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.fault
 def test_long_48k_audio_in_a_folder_with_spaces_from_another_directory(tok, tmp_path, monkeypatch):
     data = tmp_path / "my data" / "wavs here"
     data.mkdir(parents=True)
@@ -106,6 +107,7 @@ def test_long_48k_audio_in_a_folder_with_spaces_from_another_directory(tok, tmp_
     assert sum(row["durations"]) == 5998  # 60 s at 100 frames/s, resampled from 48 kHz
 
 
+@pytest.mark.fault
 def test_bad_line_raises_naming_the_line_and_leaves_no_output(tok, bad_manifest, tmp_path):
     out = tmp_path / "units.jsonl"
     with pytest.raises(DataError, match=r"bad.jsonl:2: utterance 'corrupt': .*corrupt.wav: not a readable audio file"):
@@ -113,6 +115,7 @@ def test_bad_line_raises_naming_the_line_and_leaves_no_output(tok, bad_manifest,
     assert not out.exists()
 
 
+@pytest.mark.fault
 def test_apply_never_overwrites_its_manifest_nor_writes_into_a_directory(tok, bad_manifest, tmp_path):
     before = bad_manifest.read_bytes()
     with pytest.raises(ConfigError, match="the output path is also an input"):
@@ -124,6 +127,7 @@ def test_apply_never_overwrites_its_manifest_nor_writes_into_a_directory(tok, ba
     assert not list((tmp_path / "out").iterdir()) and not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.fault
 def test_a_second_apply_to_the_same_output_is_refused_while_the_first_runs(tok, bad_manifest, tmp_path):
     import fcntl
 
@@ -139,6 +143,7 @@ def test_a_second_apply_to_the_same_output_is_refused_while_the_first_runs(tok, 
     assert out.is_file() and not partial_path(out).exists()
 
 
+@pytest.mark.fault
 def test_skip_bad_writes_rejects_with_line_and_reason(tok, bad_manifest, tmp_path):
     out = tmp_path / "units.jsonl"
     summary = apply_tokenizer(tok, bad_manifest, out, skip_bad=True, progress=False)
@@ -179,6 +184,7 @@ def test_resume_drops_a_torn_last_row(tok, corpus, tmp_path):
     assert not (tmp_path / "units.jsonl.partial").exists()
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_resume_after_kill_9_or_ctrl_c_gives_the_same_bytes(tok, corpus, tmp_path, sig):
     rows = read_jsonl(corpus)
@@ -283,6 +289,7 @@ def test_resume_refuses_a_changed_manifest(tok, corpus, tmp_path):
         apply_tokenizer(tok, changed, tmp_path / "units.jsonl", progress=False)
 
 
+@pytest.mark.fault
 def test_upsampled_audio_is_reported_once_per_manifest(tok, tmp_path, caplog):
     for i in range(2):
         write_wav(tmp_path / f"n{i}.wav", speechlike(1.0, 8000, seed=i), 8000)
@@ -294,6 +301,7 @@ def test_upsampled_audio_is_reported_once_per_manifest(tok, tmp_path, caplog):
     assert len(read_jsonl(tmp_path / "units.jsonl")) == 2  # a warning, not an error
 
 
+@pytest.mark.fault
 def test_fit_skip_bad_leaves_out_the_bad_lines_and_says_which(bad_manifest, tmp_path, caplog):
     with pytest.raises(DataError, match=r"bad.jsonl:2: utterance 'corrupt'"):
         fit_tokenizer(FBANK, bad_manifest, tmp_path / "strict", overrides=SMALL, progress=False)

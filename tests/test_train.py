@@ -37,6 +37,7 @@ def _comparable(path):
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_jsonl(path)]
 
 
+@pytest.mark.fault
 def test_crashed_run_resumes_exactly(tmp_path, monkeypatch):
     corpus = make_corpus(tmp_path)
     overrides = [
@@ -102,6 +103,7 @@ def _run_main(tmp_path, capsys, *overrides):
     return status, capsys.readouterr().err
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -124,6 +126,7 @@ def test_missing_manifest_fails_fast(tmp_path, capsys):
     assert status == 2 and "nope.jsonl" in err and "not found" in err
 
 
+@pytest.mark.fault
 def test_tokenizer_mismatch_fails_with_both_hashes(tmp_path, capsys):
     other = make_tokenizer(tmp_path / "other", hash_="0" * 16)
     write_jsonl(tmp_path / "other.jsonl", make_records(other, ["the cat sat"]))
@@ -133,6 +136,7 @@ def test_tokenizer_mismatch_fails_with_both_hashes(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # no vocab/ from the wrong tokenizer for a later start to reuse
 
 
+@pytest.mark.fault
 def test_a_failed_start_leaves_nothing_and_the_next_start_builds_its_own_vocab(tmp_path, capsys):
     status, err = _run_main(tmp_path, capsys, "optim.max_tokens=4")  # below one utterance
     assert status == 2 and "max_tokens" in err and not (tmp_path / "run").exists()
@@ -143,6 +147,7 @@ def test_a_failed_start_leaves_nothing_and_the_next_start_builds_its_own_vocab(t
     assert UnifiedVocab.load(stale).text_size == UnifiedVocab.load(tmp_path / "run" / "best").text_size == 300
 
 
+@pytest.mark.fault
 def test_a_trained_run_does_not_resume_with_another_loss(tmp_path, capsys):
     assert _run_main(tmp_path, capsys, "optim.max_steps=2", "eval.every_steps=2")[0] == 0
     before = (tmp_path / "run" / "config.yaml").read_text()
@@ -224,6 +229,7 @@ def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
         build_model(cfg.model, other_tasks)
 
 
+@pytest.mark.fault
 def test_ctrl_c_in_python_m_train_prints_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(cfg):
         raise KeyboardInterrupt
