@@ -208,8 +208,13 @@ def _optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-# Keys a resumed run may change: they decide what is logged, evaluated and saved, not what is trained.
-RESUMABLE_CHANGES = ("eval.", "checkpoint.", "log_every_steps", "data.num_workers")
+# Keys a resumed run may change (with a warning): what is logged, evaluated and saved, and
+# where files are, since one path is spelled differently from another directory (the
+# vocabulary's tokenizer hash still guards the units). Any other change is refused.
+RESUMABLE_CHANGES = (
+    "eval.", "checkpoint.", "log_every_steps", "out_dir",
+    "data.num_workers", "data.train", "data.dev", "data.tokenizer", "data.text_tokenizer", "model.init_from",
+)
 
 
 def _check_same_config(cfg: TrainConfig, path: Path) -> None:
