@@ -411,3 +411,29 @@ def test_fbank_context_splices_neighbours_with_repeated_edges():
     assert torch.equal(features(wav)[:, 80:120], plain(wav))  # the centre block is the frame itself
     with pytest.raises(ConfigError, match="context"):
         build_features({"type": "fbank", "context": -1})
+
+
+def test_unit_readout_reads_each_unit_as_its_centroids_character(corpus, tmp_path):
+    from unified_lm.bench.unit_readout import unit_characters, unit_readout
+    from unified_lm.continuous.checkpoint import load_encoder_checkpoint
+    from unified_lm.discretize import load_tokenizer
+    from unified_lm.io import write_jsonl
+
+    model = tiny_ctc_encoder(tmp_path / "enc")
+    meta = fit(RECIPES / "ctc-posterior-km500.yaml", corpus, tmp_path / "tok",
+               ["kmeans.k=8", f"kmeans.features.model_path={model}", "kmeans.features.drop_blank=false"])
+    labels = unit_characters(load_tokenizer(tmp_path / "tok"), tmp_path / "tok")
+    centroids = np.load(tmp_path / "tok" / "centroids.npy")
+    assert labels == centroids.argmax(-1).tolist()  # a posterior centroid's largest entry
+    _, chars, _ = load_encoder_checkpoint(model)
+    units = [u for u in range(8) if labels[u] != 0][:2] * 2  # two character units, twice
+    assert units
+    spoken = chars.decode_ctc([labels[u] for u in units])
+    rows = [{"id": "a", "text": spoken, "speaker": "s", "units": units, "tokenizer": meta.identity, "subset": "x"},
+            {"id": "b", "text": spoken + spoken, "speaker": "s", "units": units, "tokenizer": meta.identity}]
+    write_jsonl(tmp_path / "units.jsonl", rows)
+    scores = unit_readout(tmp_path / "tok", tmp_path / "units.jsonl")
+    assert scores["subsets"]["x"]["cer"] == 0.0 and scores["cer"] > 0  # b's text is twice what its units say
+    fit(FBANK, corpus, tmp_path / "fb", SMALL_FBANK)
+    with pytest.raises(ConfigError, match="needs k-means units of ctc_encoder features"):
+        unit_characters(load_tokenizer(tmp_path / "fb"), tmp_path / "fb")
