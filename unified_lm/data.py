@@ -28,23 +28,23 @@ from .vocab import UnifiedVocab
 
 
 def read_checked_manifest(path: str | Path, vocab: UnifiedVocab) -> list[UnitRecord]:
-    """Reads a unit manifest and checks that every record's units come from a tokenizer of ``vocab``."""
+    """Reads a unit manifest and checks that every record's units come from a tokenizer of
+    ``vocab`` and lie in its range."""
     path = Path(path)
     records = read_unit_manifest(path)
     if not records:
         raise DataError(path, "the unit manifest is empty")
     for record in records:
         try:
-            meta = vocab.speech_range(record.tokenizer).meta
+            vocab.encode_units(record.units, record.tokenizer)
         except ConfigError as e:
             raise DataError(
                 path,
                 f"utterance {record.id!r}: {e}. The manifest and the vocabulary (model) must come from the "
                 "same tokenizer fit: re-run `unified-lm discretize apply` with that tokenizer",
             ) from None
-        bad = next((u for u in record.units if not 0 <= u < meta.num_units), None)
-        if bad is not None:
-            raise DataError(path, f"utterance {record.id!r}: unit {bad} is outside [0, {meta.num_units}) of {meta.name!r}")
+        except ValueError as e:  # a unit outside the tokenizer's range
+            raise DataError(path, f"utterance {record.id!r}: {e}") from None
     return records
 
 
