@@ -136,7 +136,7 @@ def _peer_scores(manifest: Path, out: Path, run_it: bool) -> dict | None:
     if scores_path(out).is_file():
         return json.loads(scores_path(out).read_text())
     if not run_it:
-        print("\n(add --peer for PocketSphinx's row on the same audio: about 5 more minutes on 2 cores)")
+        print("\n(add --peer for PocketSphinx's row on the same audio: a few more minutes)")
         return None
     if not peer_available():
         print("\n(PocketSphinx is not installed: `.venv/bin/pip install -e '.[peer]'` adds its row on the same audio)")
