@@ -197,7 +197,9 @@ def test_resume_after_kill_9_or_ctrl_c_gives_the_same_bytes(tok, corpus, tmp_pat
     # The command line in a child that stops after its 40th utterance and waits for the
     # signal: it lands mid-run however slow the machine is.
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        # A shell that starts jobs in the background makes them ignore Ctrl-C; the user's terminal does not.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from unified_lm.discretize import tokenizer as t\n"
         "encode, calls = t.SpeechTokenizer.encode, [0]\n"
         "def held(self, wav):\n"
@@ -218,7 +220,11 @@ def test_resume_after_kill_9_or_ctrl_c_gives_the_same_bytes(tok, corpus, tmp_pat
             time.sleep(0.02)
         os.kill(child.pid, sig)
     finally:
-        err = child.communicate()[1].decode()
+        try:
+            err = child.communicate(timeout=120)[1].decode()
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise
     assert not out.exists()
     if sig == signal.SIGKILL:
         assert child.returncode == -signal.SIGKILL
