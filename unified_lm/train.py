@@ -488,7 +488,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def eval_and_checkpoint() -> None:
         state.evaluated_step = state.step
         if dev:
-            scores = evaluate(model, vocab, dev, cfg, accelerator)
+            with torch.random.fork_rng(devices=[]):  # decoding leaves the training streams as they were
+                scores = evaluate(model, vocab, dev, cfg, accelerator)
             improved = state.best_wer is None or scores["dev_wer"] < state.best_wer
             if improved:
                 state.best_wer, state.best_step = scores["dev_wer"], state.step

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from accelerate.utils import set_seed
 import torch.nn.functional as F
 from torch import nn
 
@@ -104,7 +105,7 @@ def pretrain_ctc(cfg: CTCPretrainConfig) -> dict[str, Any]:
         else train[: cfg.data.max_dev_utts]
     )
     chars = CharVocab.build(u.text for u in train)
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)  # the model's init and then the training streams, as in unified_lm.train
     model = CTCModel(PrefixEncoder(cfg.encoder, len(chars)))
     task = Task(
         loss=ctc_loss,

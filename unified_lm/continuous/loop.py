@@ -22,7 +22,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
 from tqdm import tqdm
 from transformers import get_scheduler
 
@@ -115,7 +114,6 @@ def fit(
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
     )
-    set_seed(seed)
     optimizer = optimizer_for(model, cfg)
     scheduler = get_scheduler(
         SCHEDULES[cfg.schedule], optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from accelerate.utils import set_seed
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
@@ -85,7 +86,7 @@ def pretrain_text_lm(cfg: TextLMConfig) -> dict[str, Any]:
     vocab = UnifiedVocab.train(texts, [], cfg.data.text_vocab_size)
     train = encode(texts, vocab)
     dev = encode(read_texts(cfg.data.dev), vocab) if cfg.data.dev else train[:200]
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)  # the model's init and then the training streams, as in unified_lm.train
     model = build_model(cfg.decoder, vocab)
     bs = cfg.optim.batch_size
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from accelerate.utils import set_seed
 
 from ..config import load_config, save_config
 from ..errors import UnifiedLMError
@@ -138,7 +139,7 @@ def train_prefix_lm(cfg: PrefixTrainConfig) -> dict[str, Any]:
     save_config(cfg, out / "config.yaml")
     train, dev = load_training_data(cfg, MelFrontend(cfg.mel))
     vocab = resolve_vocab(cfg, train, out)
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)  # the model's init and then the training streams, as in unified_lm.train
     model, chars = build_prefix_model(cfg, vocab, train)
     packer = Packer(vocab, chars, cfg.model.spectrogram.reduction, model.frame_mean, model.frame_std)
     loss_fn = LOSSES.get("spectron")(cfg.loss)
