@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from unified_lm.config import load_config
-from unified_lm.discretize.meta import TokenizerMeta
 from unified_lm.io import write_jsonl
+from unified_lm.tokenizer_meta import TokenizerMeta
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "experiments" / "tiny_test.yaml"
@@ -67,10 +67,10 @@ def make_corpus(root: Path, sentences: list[str] = SENTENCES) -> dict[str, Path]
 
 
 def tiny_config(root: Path, corpus: dict[str, Path], *overrides: str):
-    from unified_lm.train import TrainConfig
+    from unified_lm.recipes.configs import LMConfig
 
     return load_config(
-        TrainConfig,
+        LMConfig,
         TINY_RECIPE,
         [
             f"data.train={corpus['train']}",

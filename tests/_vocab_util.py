@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unified_lm.corpus.manifest import UnitRecord
-from unified_lm.discretize.meta import TokenizerMeta
+from unified_lm.tokenizer_meta import TokenizerMeta
 from unified_lm.vocab import UnifiedVocab
 
 TRANSCRIPTS = ["the cat sat on the mat", "a dog ran in the park", "hello world", "speech and text together"] * 5

@@ -3,7 +3,7 @@ from _lm_util import SENTENCES, make_records, make_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unified_lm.data import BucketBatchSampler, UnitDataset, make_loader
+from unified_lm.unit_data import BucketBatchSampler, UnitDataset, make_loader
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.io import write_jsonl
 from unified_lm.tasks import TaskConfig

@@ -3,12 +3,13 @@ import json
 import pytest
 from _lm_util import trained_run  # noqa: F401
 
-from unified_lm.data import read_checked_manifest
+from unified_lm.config import from_dict
 from unified_lm.decode import decode, generate, scores_path, transcribe
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.io import read_jsonl, write_jsonl
 from unified_lm.models import load_checkpoint
-from unified_lm.tasks import asr_prompt
+from unified_lm.tasks import TaskConfig, asr_prompt
+from unified_lm.unit_data import read_checked_manifest
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def loaded(trained_run):  # noqa: F811
 
 def _generate(loaded, **kwargs):
     model, vocab, cfg, records = loaded
-    prompts = [asr_prompt(r, vocab, cfg.tasks) for r in records]
+    prompts = [asr_prompt(r, vocab, from_dict(TaskConfig, cfg["tasks"])) for r in records]
     return generate(
         model, prompts, stop_id=vocab.text_end_id, pad_id=vocab.pad_id,
         allowed=[*range(vocab.text_size), vocab.text_end_id], vocab_size=len(vocab), max_new_tokens=20, **kwargs,
@@ -43,11 +44,12 @@ def test_generation_stays_in_text_tokens(loaded):
 
 def test_overfitted_model_transcribes_its_utterances(loaded):
     model, vocab, cfg, records = loaded
-    greedy = transcribe(model, vocab, records, cfg.tasks, batch_size=4)
+    tasks = from_dict(TaskConfig, cfg["tasks"])
+    greedy = transcribe(model, vocab, records, tasks, batch_size=4)
     assert greedy == [r.text for r in records]
     # Left padding must not change results: one at a time gives the same.
-    assert transcribe(model, vocab, records, cfg.tasks, batch_size=1) == greedy
-    beam = transcribe(model, vocab, records, cfg.tasks, batch_size=4, beam=3)
+    assert transcribe(model, vocab, records, tasks, batch_size=1) == greedy
+    beam = transcribe(model, vocab, records, tasks, batch_size=4, beam=3)
     assert len(beam) == len(records) and all(isinstance(h, str) and h for h in beam)
 
 

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from unified_lm.audio import load_audio
-from unified_lm.audio.degrade import (
+from unified_lm.corpus.degrade import (
     DegradeConfig,
     add_noise_at_snr,
     degrade,

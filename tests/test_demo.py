@@ -12,7 +12,7 @@ TOY = DemoScale(
     tokenizer=FULL.tokenizer,
     tokenizer_overrides=("kmeans.k=8",),
     ctc_steps=2,
-    train_overrides=("model.preset=tiny", "data.text_vocab_size=300", "eval.max_utts=4", "optim.max_tokens=512"),
+    train_overrides=("model.preset=tiny", "data.text_vocab_size=300", "eval.max_utts=4", "data.max_tokens=512"),
 )
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from _discretize_util import (
     RECIPES,
     espeak_corpus,
@@ -16,6 +15,7 @@ from _discretize_util import (
     tiny_encodec_checkpoint,
     tiny_hubert,
 )
+
 from unified_lm.discretize import (
     TokenizerMeta,
     apply_tokenizer,
@@ -317,21 +317,22 @@ CTC_KM = RECIPES / "ctc-km500.yaml"
 
 
 def tiny_ctc_encoder(out):
-    from unified_lm.continuous.checkpoint import save_encoder_checkpoint
-    from unified_lm.continuous.config import CTCPretrainConfig
-    from unified_lm.continuous.data import CharVocab
+    from unified_lm.models import write_encoder_checkpoint
     from unified_lm.models.prefix import PrefixEncoder
     from unified_lm.models.prefix.encoder import EncoderConfig
+    from unified_lm.recipes.configs import CTCEncoderConfig
+    from unified_lm.vocab import CharVocab
 
-    cfg = CTCPretrainConfig(encoder=EncoderConfig(dim=16, num_layers=2, num_heads=2, ffn_dim=32, subsampling_channels=4))
+    cfg = CTCEncoderConfig(encoder=EncoderConfig(dim=16, num_layers=2, num_heads=2, ffn_dim=32, subsampling_channels=4))
     chars = CharVocab.build(["abc de"])
     torch.manual_seed(0)
-    return save_encoder_checkpoint(out, PrefixEncoder(cfg.encoder, len(chars)), chars, cfg)
+    write_encoder_checkpoint(out, PrefixEncoder(cfg.encoder, len(chars)), chars, cfg)
+    return out
 
 
 def test_ctc_encoder_units_cluster_the_chosen_block(corpus, tmp_path):
-    from unified_lm.continuous.checkpoint import load_encoder_checkpoint
-    from unified_lm.discretize.features import build_features
+    from unified_lm.discretize.extractors import build_features
+    from unified_lm.models import load_encoder_checkpoint
     from unified_lm.models.prefix.model import utterance_norm
 
     model = tiny_ctc_encoder(tmp_path / "enc")
@@ -359,11 +360,11 @@ def test_ctc_encoder_units_cluster_the_chosen_block(corpus, tmp_path):
 
 
 def test_ctc_encoder_drop_blank_keeps_the_frames_the_ctc_head_calls_characters(tmp_path):
-    from unified_lm.continuous.checkpoint import load_encoder_checkpoint, save_encoder_checkpoint
-    from unified_lm.discretize.features import build_features
+    from unified_lm.discretize.extractors import build_features
+    from unified_lm.models import load_encoder_checkpoint, write_encoder_checkpoint
     from unified_lm.models.prefix.model import utterance_norm
 
-    encoder, chars, cfg = load_encoder_checkpoint(tiny_ctc_encoder(tmp_path / "enc"))
+    encoder, chars, mel_cfg = load_encoder_checkpoint(tiny_ctc_encoder(tmp_path / "enc"))
     wav = torch.from_numpy(speechlike(1.0, 16000, seed=3))
     every = build_features({"type": "ctc_encoder", "model_path": str(tmp_path / "enc")})
     mel = every.frontend(wav).unsqueeze(0)
@@ -375,7 +376,10 @@ def test_ctc_encoder_drop_blank_keeps_the_frames_the_ctc_head_calls_characters(t
         non_blank = encoder.ctc_logits(encoder(feats, lengths)[0])[0].argmax(-1) != 0
         block1, _ = encoder.layer_states(feats, lengths, 1)
         top, _ = encoder(feats, lengths)
-    encoder_dir = save_encoder_checkpoint(tmp_path / "enc2", encoder, chars, cfg)
+    from unified_lm.recipes.configs import CTCEncoderConfig
+
+    encoder_dir = tmp_path / "enc2"
+    write_encoder_checkpoint(encoder_dir, encoder, chars, CTCEncoderConfig(encoder=encoder.cfg, mel=mel_cfg))
     kept = build_features({"type": "ctc_encoder", "model_path": str(encoder_dir), "drop_blank": True})
     lower = build_features({"type": "ctc_encoder", "model_path": str(encoder_dir), "layer": 1, "drop_blank": True})
     assert 0 < int(non_blank.sum()) < len(non_blank), "the test needs both blank and character frames"
@@ -384,7 +388,7 @@ def test_ctc_encoder_drop_blank_keeps_the_frames_the_ctc_head_calls_characters(t
 
 
 def test_ctc_encoder_errors_are_clear(tmp_path):
-    from unified_lm.discretize.features import build_features
+    from unified_lm.discretize.extractors import build_features
 
     with pytest.raises(ConfigError, match="need kmeans.features.model_path"):
         build_features({"type": "ctc_encoder"})
@@ -396,7 +400,7 @@ def test_ctc_encoder_errors_are_clear(tmp_path):
 
 
 def test_fbank_context_splices_neighbours_with_repeated_edges():
-    from unified_lm.discretize.features import _splice, build_features
+    from unified_lm.discretize.extractors import _splice, build_features
 
     x = torch.arange(8.0).reshape(4, 2)
     spliced = _splice(x, 1)
@@ -415,9 +419,9 @@ def test_fbank_context_splices_neighbours_with_repeated_edges():
 
 def test_unit_readout_reads_each_unit_as_its_centroids_character(corpus, tmp_path):
     from unified_lm.bench.unit_readout import unit_characters, unit_readout
-    from unified_lm.continuous.checkpoint import load_encoder_checkpoint
     from unified_lm.discretize import load_tokenizer
     from unified_lm.io import write_jsonl
+    from unified_lm.models import load_encoder_checkpoint
 
     model = tiny_ctc_encoder(tmp_path / "enc")
     meta = fit(RECIPES / "ctc-posterior-km500.yaml", corpus, tmp_path / "tok",

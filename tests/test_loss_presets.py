@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from _bench_util import REPO, make_audio_corpus
 from _discretize_util import tiny_hubert
 from _lm_util import make_tokenizer
+
 from unified_lm.bench.losses import (
     LossGridConfig,
     PreparedTokenizer,
@@ -145,7 +145,7 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     assert [t["overrides"][0] for t in tokenizers] == ["name=wavlm-large-l23-km2000-bpe6000", "name=hubert-large-l23-km2000-bpe6000"]
     train = _paper_train_overrides(
         models["gpt2"],
-        "data.num_workers=0", "optim.max_tokens=512", "optim.warmup_steps=1",
+        "data.num_workers=0", "data.max_tokens=512", "optim.warmup_steps=1",
         "eval.every_steps=2", "eval.max_utts=2", "eval.max_new_tokens=4", "checkpoint.every_steps=2",
     )  # fmt: skip
     out = root / "grid"

@@ -3,10 +3,11 @@ import torch
 from _lm_util import SENTENCES, make_tokenizer
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from unified_lm.discretize.meta import TokenizerMeta
+from unified_lm.config import to_dict
 from unified_lm.errors import ConfigError
 from unified_lm.models import ModelConfig, build_model, count_parameters, load_checkpoint, save_checkpoint
-from unified_lm.train import TrainConfig
+from unified_lm.recipes.configs import LMConfig
+from unified_lm.tokenizer_meta import TokenizerMeta
 from unified_lm.vocab import UnifiedVocab
 
 
@@ -45,7 +46,7 @@ def test_overrides_and_unknown_preset(vocab):
 def test_checkpoint_round_trip_through_auto_model(vocab, tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(preset="tiny"), vocab).eval()
-    cfg = TrainConfig(out_dir="somewhere")
+    cfg = LMConfig(out_dir="somewhere")
     save_checkpoint(tmp_path / "ckpt", model, vocab, cfg)
     ids = torch.randint(0, len(vocab), (2, 17))
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
@@ -53,13 +54,13 @@ def test_checkpoint_round_trip_through_auto_model(vocab, tmp_path):
     model2, vocab2, cfg2 = load_checkpoint(tmp_path / "ckpt")
     torch.testing.assert_close(model2(ids).logits, model(ids).logits)
     assert len(vocab2) == len(vocab) and vocab2.speech_ranges() == vocab.speech_ranges()
-    assert cfg2 == cfg
+    assert cfg2 == to_dict(cfg)
     assert not list(tmp_path.glob(".ckpt*")), "temporary directory left behind"
 
 
 @pytest.mark.fault
 def test_load_checkpoint_rejects_another_vocabulary(vocab, tmp_path):
-    save_checkpoint(tmp_path / "ckpt", build_model(ModelConfig(preset="tiny", num_layers=1), vocab), vocab, TrainConfig())
+    save_checkpoint(tmp_path / "ckpt", build_model(ModelConfig(preset="tiny", num_layers=1), vocab), vocab, LMConfig())
     bigger = TokenizerMeta(name="km500", hash="a" * 16, kind="kmeans", num_units=600, frame_rate=100.0)
     UnifiedVocab(vocab.text_tokenizer, [bigger]).save(tmp_path / "ckpt")
     with pytest.raises(ConfigError, match="embedding rows but the vocabulary saved with it has"):
@@ -67,7 +68,7 @@ def test_load_checkpoint_rejects_another_vocabulary(vocab, tmp_path):
 
 
 def test_load_checkpoint_names_missing_files(vocab, tmp_path):
-    save_checkpoint(tmp_path / "ckpt", build_model(ModelConfig(preset="tiny", num_layers=1), vocab), vocab, TrainConfig())
+    save_checkpoint(tmp_path / "ckpt", build_model(ModelConfig(preset="tiny", num_layers=1), vocab), vocab, LMConfig())
     (tmp_path / "ckpt" / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="missing model.safetensors"):
         load_checkpoint(tmp_path / "ckpt")

@@ -2,15 +2,15 @@
 
 import pytest
 import torch
+from _prefix_util import TINY_DECODER, TINY_ENCODER, TINY_SPECTROGRAM
 
-from _continuous_util import TINY_DECODER, TINY_ENCODER, TINY_SPECTROGRAM
 from unified_lm.config import from_dict
-from unified_lm.continuous.data import CharVocab, Packer, Utterance, frame_stats
-from unified_lm.continuous.infer import generate_frames, transcribe_prefix
 from unified_lm.losses.spectrogram import IGNORE
 from unified_lm.models.decoder import build_model
 from unified_lm.models.prefix import EncoderConfig, Kind, PackedBatch, PrefixEncoder, PrefixLM, PrefixModelConfig
-from unified_lm.vocab import UnifiedVocab
+from unified_lm.prefix_lm.inference import generate_frames, transcribe_prefix
+from unified_lm.prefix_lm.utterances import Packer, Utterance, frame_stats
+from unified_lm.vocab import CharVocab, UnifiedVocab
 
 TEXTS = ["hello world", "the cat sat on the mat", "a quick brown fox jumps"]
 

@@ -119,7 +119,7 @@ def test_discrete_trainer_cannot_build_spectron_but_keeps_its_losses():
     # Importing the package alone registers both kinds.
     assert {"mask", "ce", "sld", "spectron"} <= set(LOSSES.names())
     vocab = UnifiedVocab.train(["a few words of text"] * 4, [], 280)
-    with pytest.raises(ConfigError, match="continuous"):
+    with pytest.raises(ConfigError, match="prefix"):
         build_loss(LossConfig(name="spectron"), vocab)
     assert callable(build_loss(LossConfig(name="sld"), vocab))
 

@@ -8,10 +8,12 @@ from _lm_util import REPO, TINY_RECIPE, make_corpus, make_records, make_tokenize
 from transformers import AutoModelForCausalLM
 
 import unified_lm.train as train_module
+import unified_lm.training.loop as loop_module
 from unified_lm.bench.speed import run_speed_bench
 from unified_lm.config import load_config
 from unified_lm.io import read_jsonl, write_jsonl
-from unified_lm.train import TrainConfig, main, train
+from unified_lm.recipes.configs import LMConfig
+from unified_lm.train import main, train
 from unified_lm.vocab import UnifiedVocab
 
 
@@ -41,28 +43,28 @@ def _comparable(path):
 def test_crashed_run_resumes_exactly(tmp_path, monkeypatch):
     corpus = make_corpus(tmp_path)
     overrides = [
-        "optim.max_steps=12", "optim.grad_accum=2", "optim.max_tokens=64", "time_mask=0.2",
+        "optim.max_steps=12", "optim.grad_accum=2", "data.max_tokens=64", "time_mask=0.2",
         "checkpoint.every_steps=4", "eval.every_steps=6", "log_every_steps=1",
         "loss.ctc_weight=0.5",  # the auxiliary CTC resumes exactly too
     ]
     train(tiny_config(tmp_path / "a", corpus, *overrides))
     assert all("ctc_speech" in r for r in read_jsonl(tmp_path / "a/run/metrics.jsonl") if "loss" in r)
 
-    real_step = train_module._train_step
+    real_step = loop_module._train_step
 
     def crash_at_step_10(*args, **kwargs):
-        state = args[7]
+        state = args[6]
         if state.step == 9:  # last checkpoint at step 8; step 9 is logged, then the "kill"
             raise RuntimeError("simulated crash")
         return real_step(*args, **kwargs)
 
     crashed = tiny_config(tmp_path / "b", corpus, *overrides)
-    monkeypatch.setattr(train_module, "_train_step", crash_at_step_10)
+    monkeypatch.setattr(loop_module, "_train_step", crash_at_step_10)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(crashed)
     assert json.loads((tmp_path / "b/run/last/trainer_state.json").read_text())["step"] == 8
     assert max(r["step"] for r in read_jsonl(tmp_path / "b/run/metrics.jsonl")) == 9
-    monkeypatch.setattr(train_module, "_train_step", real_step)
+    monkeypatch.setattr(loop_module, "_train_step", real_step)
     train(crashed)
 
     a, b = _comparable(tmp_path / "a/run/metrics.jsonl"), _comparable(tmp_path / "b/run/metrics.jsonl")
@@ -84,7 +86,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "unified_lm.train", "--config", str(TINY_RECIPE),
         f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", f"data.tokenizer={corpus['tok']}",
-        f"out_dir={tmp_path / 'run'}", "optim.max_steps=6", "optim.max_tokens=64", "eval.every_steps=3",
+        f"out_dir={tmp_path / 'run'}", "optim.max_steps=6", "data.max_tokens=64", "eval.every_steps=3",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -110,7 +112,7 @@ def _run_main(tmp_path, capsys, *overrides):
         ("loss.name=focal", "unknown loss 'focal'; known: ce, mask, sld"),
         ("optim.learning_rate=1e-3", "unknown key(s) ['learning_rate']"),
         ("model.preset=huge", "unknown preset 'huge'"),
-        ("optim.schedule=exp", "unknown schedule 'exp'"),
+        ("optim.schedule=exp", "optim.schedule: must be one of ['linear', 'cosine', 'constant'], got 'exp'"),
         ("optim.lr=-1e-3", "optim.lr must be > 0"),
         ("data.tokenizer=/nonexistent/tok", "/nonexistent/tok/meta.json: not a tokenizer directory"),
     ],
@@ -138,7 +140,7 @@ def test_tokenizer_mismatch_fails_with_both_hashes(tmp_path, capsys):
 
 @pytest.mark.fault
 def test_a_failed_start_leaves_nothing_and_the_next_start_builds_its_own_vocab(tmp_path, capsys):
-    status, err = _run_main(tmp_path, capsys, "optim.max_tokens=4")  # below one utterance
+    status, err = _run_main(tmp_path, capsys, "data.max_tokens=4")  # below one utterance
     assert status == 2 and "max_tokens" in err and not (tmp_path / "run").exists()
     stale = tmp_path / "run" / "vocab"  # as an older version's failed start left it
     UnifiedVocab.train(["a b c"], [], 260).save(stale)  # 258 text tokens; the recipe's BPE has 300
@@ -161,7 +163,7 @@ def test_a_trained_run_does_not_resume_with_another_loss(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, loss", [("asr_sld", "sld"), ("asr_mask", "mask"), ("asr_ce", "ce"), ("tiny_test", "sld")])
 def test_recipes_load(name, loss):
-    cfg = load_config(TrainConfig, REPO / "experiments" / f"{name}.yaml")
+    cfg = load_config(LMConfig, REPO / "experiments" / f"{name}.yaml")
     assert cfg.loss.name == loss
     assert cfg.model.preset == ("tiny" if name == "tiny_test" else "small")
     assert cfg.data.train.startswith("runs/") and cfg.data.tokenizer.startswith("runs/")
@@ -192,11 +194,10 @@ def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
     the speech rows are new."""
     import torch
 
-    from unified_lm.continuous.config import TextLMConfig
-    from unified_lm.continuous.textlm import pretrain_text_lm
     from unified_lm.errors import ConfigError
     from unified_lm.models import build_model
-    from unified_lm.train import build_vocab
+    from unified_lm.recipes.configs import TextLMConfig
+    from unified_lm.recipes.lm import build_vocab
     from unified_lm.vocab import UnifiedVocab
 
     corpus = make_corpus(tmp_path)
@@ -206,9 +207,9 @@ def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
     more_text = tmp_path / "text.txt"
     more_text.write_text("the dog sat\nbirds read books\nthe rain is cold\n")
     lm_dir = tmp_path / "lm"
-    pretrain_text_lm(load_config(TextLMConfig, None, [
+    train(load_config(TextLMConfig, None, [
         f"data.train={transcripts}", "data.dev=null", f"data.text_files=[{more_text}]", "data.text_vocab_size=280",
-        "decoder.preset=tiny", "optim.max_steps=3", "optim.eval_every_steps=3", "optim.batch_size=4",
+        "model.preset=tiny", "optim.max_steps=3", "eval.every_steps=3", "data.batch_size=4",
         f"out_dir={lm_dir}",
     ]))
     cfg = tiny_config(tmp_path, corpus, f"model.init_from={lm_dir / 'best'}", "optim.max_steps=4", "eval.every_steps=4")
@@ -231,9 +232,9 @@ def test_asr_starts_from_a_text_lm_checkpoint(tmp_path):
 
 @pytest.mark.fault
 def test_ctrl_c_in_python_m_train_prints_one_line(tmp_path, capsys, monkeypatch):
-    def interrupted(cfg):
+    def interrupted(recipe, cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "train", interrupted)
+    monkeypatch.setattr(train_module, "fit", interrupted)
     assert main(["--config", str(TINY_RECIPE)]) == 130
-    assert capsys.readouterr().err.strip() == "unified_lm.train: interrupted; rerun the same command to resume"
+    assert capsys.readouterr().err.strip() == "python -m unified_lm.train: interrupted; rerun the same command to resume"

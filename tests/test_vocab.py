@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from unified_lm.discretize.meta import TokenizerMeta
+from unified_lm.tokenizer_meta import TokenizerMeta
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.vocab import DEFAULT_TASKS, UnifiedVocab
 

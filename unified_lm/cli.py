@@ -99,28 +99,18 @@ def cmd_discretize_merge(args: argparse.Namespace) -> int:
 # ---- train / decode ---------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import main as train_main
-
-    return train_main(["--config", args.config, *args.overrides])
-
-
-def _is_prefix_checkpoint(checkpoint: Path) -> bool:
-    # continuous.checkpoint.PREFIX_WEIGHTS, spelled out: importing it loads fairseq2, which
-    # the discrete path does not need.
-    return (checkpoint / "prefix.safetensors").is_file()
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
     # The checkpoint decides the input: a discrete-token decoder reads units, a prefix LM
     # (continuous path) hears the audio itself.
-    if _is_prefix_checkpoint(args.checkpoint):
+    from .models import is_prefix_checkpoint
+
+    if is_prefix_checkpoint(args.checkpoint):
         if args.manifest is None:
             raise ConfigError(
                 f"{args.checkpoint}: a prefix-LM (continuous) checkpoint transcribes audio: "
                 "give the audio manifest with --manifest, not a unit manifest with --units"
             )
-        from .continuous import decode_prefix_asr
+        from .prefix_lm.inference import decode_prefix_asr
 
         scores = decode_prefix_asr(
             args.checkpoint,
@@ -153,7 +143,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_continue(args: argparse.Namespace) -> int:
-    from .continuous import continue_speech
+    from .prefix_lm.inference import continue_speech
 
     result = continue_speech(
         args.checkpoint, args.audio, args.out, max_frames=args.max_frames, reference=args.reference, seed=args.seed
@@ -290,10 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nshards", required=True, type=int)
     s.set_defaults(fn=cmd_discretize_merge)
 
-    s = sub.add_parser("train", help="train (same as python -m unified_lm.train; use accelerate launch for several GPUs)")
-    s.add_argument("--config", required=True, type=str)
-    s.add_argument("overrides", nargs="*", help="config overrides, key=value")
-    s.set_defaults(fn=cmd_train)
+    # Parsed by unified_lm.train (see main): `unified-lm train RECIPE --help` lists the recipe's keys.
+    sub.add_parser("train", add_help=False, help="train a recipe: lm, ctc, textlm or prefix (python -m unified_lm.train)")
 
     s = sub.add_parser(
         "decode", help="decode a unit manifest (or, for a prefix LM, an audio manifest) and score WER/CER"
@@ -314,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continue", help="continue a spoken prompt with a prefix LM: transcript, text, spectrogram PNG, WAV"
     )
     s.add_argument(
-        "--checkpoint", required=True, type=Path, help="a prefix-LM checkpoint (python -m unified_lm.continuous.train)"
+        "--checkpoint", required=True, type=Path, help="a prefix-LM checkpoint (unified-lm train prefix)"
     )
     s.add_argument("--audio", required=True, type=Path, help="the spoken prompt")
     s.add_argument("--out", required=True, type=Path)
@@ -366,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from .train import main as train_main
+
+        return train_main(argv[1:], prog="unified-lm train")
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

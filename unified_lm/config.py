@@ -1,7 +1,9 @@
 """Typed dataclass configs loaded from YAML, overridable from the command line.
 
-Overrides use dotted keys with YAML values: ``train.lr=1e-3 loss.name=sld``.
-Unknown keys are errors, so a typo never silently falls back to a default.
+Overrides use dotted keys with YAML values: ``optim.lr=1e-3 loss.name=sld``. Unknown keys
+are errors, so a typo never silently falls back to a default; a ``Literal`` field accepts
+only its listed values. Value checks live in each dataclass's ``__post_init__``, so a
+config is checked wherever it is built: from YAML, from code, or from a checkpoint.
 """
 
 from __future__ import annotations
@@ -92,9 +94,27 @@ def save_config(obj: Any, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """``key: default`` for every leaf of dataclass ``cls`` (a ``--help`` listing)."""
+    lines = []
+    for key, value in to_dict(cls()).items():
+        lines += _describe(value, f"{prefix}{key}")
+    return lines
+
+
+def _describe(value: Any, key: str) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [line for k, v in value.items() for line in _describe(v, f"{key}.{k}")]
+    return [f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -25,13 +25,14 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
+from .config import from_dict
 from .corpus.manifest import UnitRecord
-from .data import read_checked_manifest
 from .errors import ConfigError
 from .io import atomic_write_text, check_output_path, write_jsonl
 from .models import eval_mode, load_checkpoint, max_positions
 from .scoring import asr_rows, score_corpus
 from .tasks import TaskConfig, asr_prompt, text_ids
+from .unit_data import read_checked_manifest
 from .vocab import UnifiedVocab
 
 
@@ -232,24 +233,33 @@ def decode(
     """
     if task not in DECODE_TASKS:
         raise ConfigError(f"decode: unknown task {task!r}; known: {sorted(DECODE_TASKS)}")
-    if beam < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise ConfigError(
-            f"decode: beam ({beam}), batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be >= 1"
-        )
-    check_output_path(out, units_manifest)
+    check_decode_args(out, units_manifest, batch_size, beam, max_new_tokens)
     model, vocab, cfg = load_checkpoint(checkpoint)
+    tasks = from_dict(TaskConfig, cfg.get("tasks") or {}, f"{checkpoint}: tasks")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = read_checked_manifest(units_manifest, vocab)
     start = time.perf_counter()
     rows, scores = DECODE_TASKS[task](
-        model, vocab, records, cfg.tasks,
+        model, vocab, records, tasks,
         batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens, use_cache=use_cache,
     )
-    seconds = time.perf_counter() - start
+    return write_decoded(out, rows, scores, task, checkpoint, units_manifest, beam, time.perf_counter() - start)
+
+
+def check_decode_args(out: str | Path, manifest: str | Path, batch_size: int, beam: int, max_new_tokens: int) -> None:
+    if beam < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ConfigError(
+            f"decode: beam ({beam}), batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be >= 1"
+        )
+    check_output_path(out, manifest)
+
+
+def write_decoded(out, rows, scores, task: str, checkpoint, manifest, beam: int, seconds: float) -> dict[str, Any]:
+    """Writes the hypotheses ``out`` and the scores beside it (``scores_path``); returns the scores."""
     scores = {
         "task": task,
         "checkpoint": str(checkpoint),
-        "manifest": str(units_manifest),
+        "manifest": str(manifest),
         "beam": beam,
         **scores,
         "seconds": round(seconds, 3),

@@ -59,7 +59,6 @@ def _step(title: str, done: bool) -> float:
 def run_demo(
     out: str | Path, scale: DemoScale = QUICK, overrides: list[str] | None = None, seed: int = 0, peer: bool = False
 ) -> dict:
-    from .continuous.ctc import main as ctc_main
     from .corpus.synth import synthesize
     from .decode import decode
     from .discretize import apply_tokenizer, fit_tokenizer
@@ -84,10 +83,10 @@ def run_demo(
     if scale.ctc_steps:
         t = _step(next(numbered), (encoder / "summary.json").is_file())
         if not (encoder / "summary.json").is_file():
-            _run(ctc_main, [
-                "--config", str(_recipe("experiments", "prefix_ctc.yaml")),
+            _run(train_main, [
+                "ctc", "--config", str(_recipe("experiments", "prefix_ctc.yaml")),
                 f"data.train={corpus / 'train.jsonl'}", f"data.dev={corpus / 'dev.jsonl'}", f"out_dir={encoder}",
-                f"optim.max_steps={scale.ctc_steps}", f"optim.eval_every_steps={max(scale.ctc_steps // 3, 1)}",
+                f"optim.max_steps={scale.ctc_steps}", f"eval.every_steps={max(scale.ctc_steps // 3, 1)}",
                 f"seed={seed}",
             ])
         timings["ctc_encoder"] = time.perf_counter() - t

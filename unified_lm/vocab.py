@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .discretize.meta import TokenizerMeta
 from .errors import ConfigError, DataError
 from .io import atomic_write_text
+from .scoring import normalize_text
+from .tokenizer_meta import TokenizerMeta
 
 DEFAULT_TASKS = ("asr", "tts", "speech_lm", "text_lm")
 BASE_SPECIALS = ("<pad>", "<text_end>", "<speech_end>")
@@ -278,3 +279,44 @@ def _read_tokenizer(path: Path) -> Tokenizer:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises plain Exception subclasses
         raise DataError(path, f"not a Hugging Face tokenizer file: {e}") from None
+
+
+CHARS_FILE = "chars.json"
+
+
+class CharVocab:
+    """Characters of normalised transcripts (``scoring.normalize_text``) for the encoder's
+    CTC head. Id 0 is the CTC blank; characters never seen in training are skipped."""
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = list(chars)
+        self._ids = {c: i + 1 for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def build(cls, texts: Iterator[str] | Sequence[str]) -> "CharVocab":
+        return cls(sorted({c for t in texts for c in normalize_text(t)}))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids[c] for c in normalize_text(text) if c in self._ids]
+
+    def decode_ctc(self, frame_ids: Sequence[int]) -> str:
+        """Greedy CTC read-out: collapse repeats, then drop blanks."""
+        out, prev = [], 0
+        for i in frame_ids:
+            if i != prev and i != 0:
+                out.append(self.chars[i - 1])
+            prev = i
+        return "".join(out)
+
+    def save(self, directory: str | Path) -> None:
+        atomic_write_text(Path(directory) / CHARS_FILE, json.dumps(self.chars, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CharVocab":
+        path = Path(directory) / CHARS_FILE
+        if not path.is_file():
+            raise DataError(path, "no CTC character list here (not a prefix-model or encoder checkpoint?)")
+        return cls(json.loads(path.read_text(encoding="utf-8")))

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..models import eval_mode
 from ..scoring import normalize_text, score_corpus
+from ..training import optimizer_step
 
 FBANK_STACK = 2  # 100 frames/s -> 50 per second, the rate of collapsed fbank units
 
@@ -47,7 +48,7 @@ def load_units(path: str, limit: int | None = None) -> list[Example]:
 def load_fbank(path: str, limit: int | None = None) -> list[Example]:
     from ..audio.load import load_audio
     from ..corpus.manifest import read_audio_manifest
-    from ..discretize.features import build_features
+    from ..discretize.extractors import build_features
 
     fbank = build_features({"type": "fbank", "num_mel_bins": 80, "cmn": True})
     out = []
@@ -111,10 +112,8 @@ def run(train: list[Example], dev: list[Example], steps: int, batch_size: int = 
         targets = [torch.tensor([index[c] for c in e.text if c in index]) for e in batch]
         loss = F.ctc_loss(model(x, mask).transpose(0, 1), torch.cat(targets), mask.sum(1),
                           torch.tensor([len(t) for t in targets]), zero_infinity=True)
-        opt.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model.parameters(), clip_norm=1.0)
         sched.step()
         if step % max(steps // 4, 1) == 0 or step == steps:
             wer, cer = evaluate(model, dev, chars)

@@ -36,11 +36,11 @@ from ..audio import SAMPLE_RATE, fbank
 from ..discretize import fit_tokenizer, load_tokenizer
 from ..discretize.base import single_threaded
 from ..discretize.kmeans import FaissKMeans, SklearnKMeans, fit_kmeans, to_numpy
-from ..discretize.meta import META_FILE
 from ..discretize.recipe import KMeansConfig
 from ..discretize.source import iter_waveforms
 from ..errors import DataError
 from ..io import atomic_open, atomic_write_text
+from ..tokenizer_meta import META_FILE
 
 REALTIME_GOAL = 100.0  # fbank k-means discretization, x real time on 2 cores
 SPEEDUP_GOAL = 5.0  # faiss over scikit-learn assignment at the largest K

@@ -70,8 +70,8 @@ import torch
 from tqdm import tqdm
 
 from ..audio import speed_perturb
-from ..audio.degrade import DegradeConfig, degrade_manifest, transform_manifest
 from ..config import from_dict, load_config, save_config, to_dict
+from ..corpus.degrade import DegradeConfig, degrade_manifest, transform_manifest
 from ..corpus.manifest import AudioRecord, read_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, iter_jsonl, read_jsonl, sha256_json, write_jsonl
@@ -79,7 +79,7 @@ from ..losses import LOSSES, LossConfig
 from .report import BootstrapSettings, write_report
 
 if TYPE_CHECKING:
-    from ..train import TrainConfig
+    from ..recipes.configs import LMConfig as TrainConfig
 
 logger = logging.getLogger("unified_lm.bench")
 
@@ -190,7 +190,7 @@ def check_grid(cfg: LossGridConfig) -> TrainConfig:
         raise ConfigError(f"train.max_steps: must be >= 1, got {cfg.train.max_steps}")
     if cfg.estimate_step_seconds is not None and cfg.estimate_step_seconds <= 0:
         raise ConfigError(f"estimate_step_seconds: must be > 0, got {cfg.estimate_step_seconds}")
-    from ..train import TrainConfig
+    from ..recipes.configs import LMConfig as TrainConfig
 
     budget = [] if cfg.train.max_steps is None else [f"optim.max_steps={cfg.train.max_steps}"]
     base = load_config(TrainConfig, cfg.train.recipe, [*cfg.train.overrides, *budget])
@@ -472,7 +472,7 @@ def read_curves(metrics: Path) -> dict[str, dict[str, list]]:
 def run_cell(cell: Cell) -> dict[str, Any]:
     """Trains the cell (resuming a killed run), decodes dev/test/degraded with the best
     checkpoint; returns the result that ``run_loss_grid`` writes to ``result.json``."""
-    from ..train import TrainConfig
+    from ..recipes.configs import LMConfig as TrainConfig
 
     start = time.perf_counter()
     cfg = from_dict(TrainConfig, cell.train, where=f"cell {cell.key}")

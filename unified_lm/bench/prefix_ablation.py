@@ -47,22 +47,20 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from ..config import load_config, save_config
+from ..audio.mel import MelFrontend
+from ..config import from_dict, load_config, save_config
 from ..corpus.manifest import AudioRecord, read_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_bytes, atomic_write_text, read_jsonl, write_jsonl
+from ..losses.spectrogram import SpectronLoss
+from ..models import load_encoder_checkpoint, load_prefix_checkpoint
 from ..models.prefix import BridgeConfig, build_bridge
 from ..models.prefix.model import utterance_norm
+from ..prefix_lm.inference import evaluate_teacher_forced, generate_continuation, transcribe_prefix, wav_bytes
+from ..prefix_lm.utterances import Packer, load_utterances
+from ..recipes.configs import CTCEncoderConfig, PrefixLMConfig, TextLMConfig
 from ..scoring import normalize_text, score_corpus
-from ..continuous.checkpoint import load_encoder_checkpoint, load_prefix_checkpoint
-from ..continuous.config import CTCPretrainConfig, PrefixTrainConfig, TextLMConfig
-from ..continuous.ctc import pretrain_ctc
-from ..continuous.data import Packer, Utterance, load_utterances
-from ..continuous.features import MelFrontend
-from ..continuous.infer import generate_continuation, transcribe_prefix, wav_bytes
-from ..continuous.textlm import pretrain_text_lm
-from ..continuous.train import evaluate_teacher_forced, train_prefix_lm
-from ..losses.spectrogram import SpectronLoss
+from ..train import train
 
 logger = logging.getLogger("unified_lm.bench")
 
@@ -112,10 +110,10 @@ class CostConfig:
 @dataclass
 class AblationConfig:
     data: AblationDataConfig = field(default_factory=AblationDataConfig)
-    ctc: CTCPretrainConfig = field(default_factory=CTCPretrainConfig)
+    ctc: CTCEncoderConfig = field(default_factory=CTCEncoderConfig)
     textlm: TextLMConfig = field(default_factory=TextLMConfig)
     # The full model's recipe; its encoder, mel and decoder shapes are taken from ctc and textlm.
-    prefix: PrefixTrainConfig = field(default_factory=PrefixTrainConfig)
+    prefix: PrefixLMConfig = field(default_factory=PrefixLMConfig)
     variants: list[str] = field(
         default_factory=lambda: ["full", "no_text_ce", "no_deriv", "decoder_random", "encoder_random", "both_random"]
     )
@@ -180,16 +178,16 @@ def pretrain(cfg: AblationConfig, data: dict[str, str], out: Path) -> tuple[Path
     """(CTC encoder dir, text-LM decoder dir), trained unless already there."""
     ctc = copy.deepcopy(cfg.ctc)
     ctc.data.train, ctc.data.dev, ctc.out_dir = data["train"], data["dev"], str(out / "pretrain_ctc")
-    _once(Path(ctc.out_dir) / "summary.json", lambda: pretrain_ctc(ctc))
+    _once(Path(ctc.out_dir) / "summary.json", lambda: train(ctc))
     lm = copy.deepcopy(cfg.textlm)
     lm.data.train, lm.data.dev, lm.out_dir = data["train"], data["dev"], str(out / "pretrain_textlm")
     if cfg.data.lm_sentences:
         lm.data.text_files = [*lm.data.text_files, str(lm_text(cfg, data, out))]
-    _once(Path(lm.out_dir) / "summary.json", lambda: pretrain_text_lm(lm))
+    _once(Path(lm.out_dir) / "summary.json", lambda: train(lm))
     return Path(ctc.out_dir) / "best", Path(lm.out_dir) / "best"
 
 
-def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder: Path, decoder: Path, out: Path) -> PrefixTrainConfig:
+def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder: Path, decoder: Path, out: Path) -> PrefixLMConfig:
     if name not in VARIANTS:
         raise ConfigError(f"variants: unknown variant {name!r}; known: {list(VARIANTS)}")
     v = VARIANTS[name]
@@ -198,7 +196,7 @@ def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder
     run.data.vocab = str(decoder)  # every variant shares the text LM's ids
     # Random and pre-trained variants share one shape: the pre-training recipes'.
     run.model.encoder, run.mel = copy.deepcopy(cfg.ctc.encoder), cfg.ctc.mel
-    run.model.decoder = copy.deepcopy(cfg.textlm.decoder)
+    run.model.decoder = copy.deepcopy(cfg.textlm.model)
     run.model.encoder_init = str(encoder) if v.encoder_init else None
     run.model.decoder.init_from = str(decoder) if v.decoder_init else None
     for key, value in v.loss.items():
@@ -207,11 +205,12 @@ def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder
 
 
 def score_variant(checkpoint: Path, test: str, max_utts: int, asr_batch_size: int) -> dict[str, float]:
-    model, vocab, chars, cfg = load_prefix_checkpoint(checkpoint)
+    model, vocab, chars, saved = load_prefix_checkpoint(checkpoint)
+    cfg = from_dict(PrefixLMConfig, saved, f"{checkpoint}: train config")
     utts = load_utterances(test, MelFrontend(cfg.mel), limit=max_utts)
     packer = Packer(vocab, chars, cfg.model.spectrogram.reduction, model.frame_mean, model.frame_std)
     torch.manual_seed(0)  # the pre-net's inference dropout
-    scores = evaluate_teacher_forced(model, packer, SpectronLoss(cfg.loss), utts, cfg.optim.batch_size)
+    scores = evaluate_teacher_forced(model, packer, SpectronLoss(cfg.loss), utts, cfg.eval.batch_size)
     hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], asr_batch_size)
     scores["prompt_wer"] = score_corpus([u.text for u in utts], hyps)["wer"]
     return scores
@@ -225,7 +224,8 @@ def judge_wer(checkpoint: Path, test: str, judge: JudgeConfig, out: Path) -> dic
     unit (one that stopped after a frame or two) is scored as an empty hypothesis: the
     judge hears nothing, and every reference word counts as a deletion.
     """
-    model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
+    model, vocab, _, saved = load_prefix_checkpoint(checkpoint)
+    cfg = from_dict(PrefixLMConfig, saved, f"{checkpoint}: train config")
     frontend = MelFrontend(cfg.mel)
     utts = load_utterances(test, frontend, limit=judge.max_utts)
     torch.manual_seed(0)
@@ -277,10 +277,10 @@ def judge_transcripts(judge: JudgeConfig, manifest: Path, out: Path) -> dict[str
 @torch.no_grad()
 def bridge_lengths(encoder_dir: Path, test: str, max_utts: int) -> dict[str, float]:
     """Mean prefix length per utterance for each bridge, on the test prompts."""
-    encoder, _, cfg = load_encoder_checkpoint(encoder_dir)
-    utts = load_utterances(test, MelFrontend(cfg.mel), limit=max_utts)
+    encoder, _, mel = load_encoder_checkpoint(encoder_dir)
+    utts = load_utterances(test, MelFrontend(mel), limit=max_utts)
     sums = {"input_frames": 0.0, "none": 0.0, "conv": 0.0, "ctc": 0.0}
-    bridges = {name: build_bridge(BridgeConfig(name), cfg.encoder.dim) for name in ("none", "conv", "ctc")}
+    bridges = {name: build_bridge(BridgeConfig(name), encoder.cfg.dim) for name in ("none", "conv", "ctc")}
     for u in utts:
         feats, lengths = u.feats.unsqueeze(0), torch.tensor([u.feats.size(0)])
         states, enc_lengths = encoder(utterance_norm(feats, lengths), lengths)
@@ -359,7 +359,7 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
     results: dict[str, dict[str, Any]] = {}
     for name in cfg.variants:
         run = variant_config(cfg, name, data, encoder, decoder, out)
-        _once(Path(run.out_dir) / "summary.json", lambda: train_prefix_lm(run))
+        _once(Path(run.out_dir) / "summary.json", lambda: train(run))
         best = Path(run.out_dir) / "best"
         metrics_file = Path(run.out_dir) / "test_metrics.json"
         if not metrics_file.is_file():

@@ -33,19 +33,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
 from ..corpus.manifest import read_unit_manifest
-from ..data import BucketBatchSampler, UnitDataset, read_checked_manifest
 from ..decode import generate_batched
-from ..discretize.meta import TokenizerMeta
 from ..errors import ConfigError
 from ..io import atomic_open, atomic_write_text
 from ..losses import LossConfig, build_loss
 from ..models import ModelConfig, build_model, count_parameters
 from ..tasks import Role, TaskConfig, asr_prompt, collate
+from ..tokenizer_meta import TokenizerMeta
+from ..training import optimizer_step
+from ..unit_data import BucketBatchSampler, UnitDataset, read_checked_manifest
 from ..vocab import UnifiedVocab
 
 TRAIN_SPEEDUP_GOAL = 3.0
@@ -208,8 +209,7 @@ def _train(model, vocab: UnifiedVocab, setup: SpeedSetup, setting: str, device: 
         start = time.perf_counter()
         out = loss_fn(model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["roles"])
         out.total.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, model.parameters(), clip_norm=0.0)
         _sync(device)
         if step >= WARMUP_STEPS:
             seconds += time.perf_counter() - start

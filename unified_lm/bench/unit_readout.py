@@ -20,7 +20,7 @@ import torch
 
 from ..corpus.manifest import read_unit_manifest
 from ..discretize import load_tokenizer
-from ..discretize.features import CtcEncoderFeatures
+from ..discretize.extractors import CtcEncoderFeatures
 from ..discretize.tokenizer import SpeechTokenizer
 from ..errors import ConfigError
 from ..scoring import score_corpus
@@ -42,7 +42,7 @@ def unit_characters(tok: SpeechTokenizer, tokdir: Path) -> list[int]:
 
 def unit_readout(tokdir: str | Path, units_manifest: str | Path, max_utts: int | None = None) -> dict[str, Any]:
     """CER/WER (overall and per subset) of the units of ``units_manifest`` read as characters."""
-    from ..continuous.checkpoint import load_encoder_checkpoint
+    from ..models import load_encoder_checkpoint
 
     tok = load_tokenizer(tokdir)
     labels = unit_characters(tok, Path(tokdir))

@@ -5,13 +5,12 @@
     units, durations = load_tokenizer("runs/tok").encode(wav_16k)
 """
 
-# Importing the kinds registers them in DISCRETIZERS.
-from . import codec, kmeans  # noqa: F401
+from ..tokenizer_meta import TokenizerMeta
+from . import codec, kmeans  # noqa: F401  (importing the kinds registers them in DISCRETIZERS)
 from .apply import apply_tokenizer, merge_shards, shard_path
 from .base import DISCRETIZERS
-from .features import FEATURES
+from .extractors import FEATURES
 from .kmeans import KMEANS_BACKENDS
-from .meta import TokenizerMeta
 from .recipe import Recipe, load_recipe
 from .tokenizer import SpeechTokenizer, fit_tokenizer, load_tokenizer
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import DISCRETIZERS
-from .features import FeatureExtractor, build_features
+from .extractors import FeatureExtractor, build_features
 from .recipe import KMeansConfig, Recipe
 
 

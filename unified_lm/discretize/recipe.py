@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import load_config
 from ..errors import ConfigError
-from .features import normalized_spec
+from .extractors import normalized_spec
 
 
 @dataclass

@@ -27,8 +27,8 @@ from ..audio import SAMPLE_RATE
 from ..config import save_config, to_dict
 from ..errors import ConfigError, DataError
 from ..io import sha256_file, sha256_json
+from ..tokenizer_meta import TokenizerMeta
 from .base import DISCRETIZERS, Quantizer, single_threaded
-from .meta import TokenizerMeta
 from .postprocess import UnitBPE, dedup
 from .recipe import Recipe, load_recipe
 from .source import iter_waveforms

@@ -9,7 +9,7 @@ per-token roles of ``unified_lm.tasks``; the loss does the next-token shift itse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,6 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..registry import Registry
 from ..tasks import Role
-from ..vocab import UnifiedVocab
-
-KL_TARGETS = ("smoothed", "softmax_of_smoothed")
-KL_REDUCTIONS = ("token_mean", "batchmean")
 
 
 @dataclass
@@ -36,17 +32,14 @@ class LossConfig:
     alpha: float = 0.008
     eps: float = 0.1  # label smoothing of q' (q'(k) = (1-eps)*1[k==target] + eps/K)
     temperature: float = 1.0  # T: logits divided by T, KL multiplied by T^2
-    kl_target: str = "smoothed"  # the paper's q', or "softmax_of_smoothed" (the released code's quirk)
-    kl_reduction: str = "token_mean"  # mean over speech tokens, or "batchmean" (the released code's quirk)
+    kl_target: Literal["smoothed", "softmax_of_smoothed"] = "smoothed"  # the paper's q', or "softmax_of_smoothed" (the released code's quirk)
+    kl_reduction: Literal["token_mean", "batchmean"] = "token_mean"  # mean over speech tokens, or "batchmean" (the released code's quirk)
     # Weight of an auxiliary CTC of the transcript read off the input-speech positions
     # (``losses.ctc``), added to whichever loss is named; 0 = the paper's losses unchanged.
     ctc_weight: float = 0.0
 
     def __post_init__(self):
-        if self.kl_target not in KL_TARGETS:
-            raise ConfigError(f"loss.kl_target must be one of {KL_TARGETS}, got {self.kl_target!r}")
-        if self.kl_reduction not in KL_REDUCTIONS:
-            raise ConfigError(f"loss.kl_reduction must be one of {KL_REDUCTIONS}, got {self.kl_reduction!r}")
+        LOSSES.get(self.name)  # a token loss: losses/__init__ has imported them all
         if not 0.0 <= self.eps <= 1.0:
             raise ConfigError(f"loss.eps must be in [0, 1], got {self.eps}")
         if self.temperature <= 0:
@@ -64,19 +57,6 @@ class LossOutput:
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossOutput]
 LossFactory = Callable[[LossConfig, list[tuple[int, int]]], LossFn]
 LOSSES: Registry[LossFactory] = Registry("loss")
-
-
-def build_loss(cfg: LossConfig, vocab: UnifiedVocab) -> LossFn:
-    """The configured loss, bound to the vocabulary's speech-token ranges (plus the auxiliary
-    speech CTC when ``cfg.ctc_weight > 0``)."""
-    loss_fn = LOSSES.get(cfg.name)(cfg, vocab.speech_ranges())
-    if cfg.ctc_weight > 0:
-        from .ctc import with_speech_ctc  # imports base: a top-level import would be circular
-
-        if vocab.pad_id != vocab.text_size:
-            raise ConfigError(f"the speech CTC uses <pad> (id {vocab.pad_id}) as blank and expects it right after the text ids")
-        loss_fn = with_speech_ctc(loss_fn, cfg.ctc_weight, vocab.text_size)
-    return loss_fn
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Spectron's training loss for the continuous path, registered as ``spectron``.
+"""Spectron's training loss for the prefix LM, registered as ``spectron``.
 
 One teacher-forced sequence ``[prefix] <asr> transcript <cont> continuation <spec> frames
 <spec_end>`` gets:
@@ -14,8 +14,8 @@ One teacher-forced sequence ``[prefix] <asr> transcript <cont> continuation <spe
 Unlike the token losses (``factory(LossConfig, speech_ranges)`` returning
 ``fn(logits, labels, roles)``), this factory takes a ``SpectronLossConfig`` and returns a
 ``SpectronLoss`` called with a ``SpectronPrediction`` and a ``SpectronTarget``: the frames
-do not fit the token-loss signature. The speech ranges are unused (the continuous path has
-no speech tokens).
+do not fit the token-loss signature. The speech ranges are unused (the prefix LM has no
+speech tokens).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..models.prefix import SpectronPrediction
 from .base import LOSSES, LossOutput, masked_mean, weighted_sum
 
 IGNORE = -100  # text_labels value of positions without a text target
@@ -47,16 +48,6 @@ class SpectronLossConfig:
         negative = [k for k, v in vars(self).items() if v < 0]
         if negative:
             raise ConfigError(f"loss: weights must be >= 0, got negative {negative}")
-
-
-@dataclass
-class SpectronPrediction:
-    text_logits: Tensor  # [B, S, V] at every suffix position (position s predicts element s+1)
-    frames: Tensor  # [B, N, n_mels] before the post-net
-    frames_post: Tensor  # [B, N, n_mels] after the post-net
-    stop_logits: Tensor  # [B, M+1] one per frame-predicting position
-    ctc_logits: Tensor  # [B, T_enc, chars+1]
-    ctc_lengths: Tensor  # [B]
 
 
 @dataclass
@@ -144,7 +135,7 @@ def spectron_loss(cfg: SpectronLossConfig, speech_ranges: list[tuple[int, int]] 
         # The discrete-token trainer builds every loss from a LossConfig: fail there with a
         # pointer, not later with a signature mismatch on the first batch.
         raise ConfigError(
-            "loss 'spectron' trains the continuous path's prefix LM (python -m unified_lm.continuous.train); "
+            "loss 'spectron' trains the prefix LM (unified-lm train prefix); "
             "it takes no discrete-token batches: use mask, ce or sld here"
         )
     return SpectronLoss(cfg)

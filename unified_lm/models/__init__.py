@@ -1,6 +1,23 @@
-"""Decoder LMs (Hugging Face causal LMs) and their checkpoint directories."""
+"""Decoder LMs (Hugging Face causal LMs), the prefix LM (``models.prefix``) and their checkpoint directories."""
 
-from .checkpoint import existing_checkpoint, load_checkpoint, publish_dir, save_checkpoint, write_checkpoint
+from .checkpoint import (
+    ENCODER_WEIGHTS,
+    PREFIX_WEIGHTS,
+    existing_checkpoint,
+    is_prefix_checkpoint,
+    load_checkpoint,
+    load_decoder_weights,
+    load_encoder_checkpoint,
+    load_prefix_checkpoint,
+    load_prefix_weights,
+    publish,
+    publish_dir,
+    read_train_config,
+    save_checkpoint,
+    write_checkpoint,
+    write_encoder_checkpoint,
+    write_prefix_checkpoint,
+)
 from .decoder import (
     ARCHITECTURES,
     PRESETS,
@@ -15,6 +32,8 @@ from .decoder import (
 )
 
 __all__ = [
+    "ENCODER_WEIGHTS",
+    "PREFIX_WEIGHTS",
     "ARCHITECTURES",
     "PRESETS",
     "ModelConfig",
@@ -23,11 +42,20 @@ __all__ = [
     "count_parameters",
     "eval_mode",
     "existing_checkpoint",
+    "is_prefix_checkpoint",
     "load_checkpoint",
+    "load_decoder_weights",
+    "load_encoder_checkpoint",
+    "load_prefix_checkpoint",
+    "load_prefix_weights",
     "max_positions",
+    "publish",
     "publish_dir",
+    "read_train_config",
     "resize_embeddings",
     "resolve_preset",
     "save_checkpoint",
     "write_checkpoint",
+    "write_encoder_checkpoint",
+    "write_prefix_checkpoint",
 ]

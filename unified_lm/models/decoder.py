@@ -50,6 +50,10 @@ class ModelConfig:
     max_positions: int | None = None
     dropout: float | None = None
 
+    def __post_init__(self):
+        if self.init_from is None and self.preset not in PRESETS:
+            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
+
 
 @dataclass(frozen=True)
 class Preset:

@@ -1,8 +1,8 @@
-"""The continuous path's model: Conformer encoder, bridges, spectrogram head, prefix LM."""
+"""The prefix LM (the continuous path): Conformer encoder, bridges, spectrogram head, prefix LM."""
 
 from .bridge import BRIDGES, BridgeConfig, build_bridge, ctc_compress
 from .encoder import EncoderConfig, PrefixEncoder, SpecAugmentConfig, length_mask
-from .model import Kind, PackedBatch, PrefixLM, PrefixModelConfig
+from .model import Kind, PackedBatch, PrefixLM, PrefixModelConfig, SpectronPrediction
 from .spectrogram import SpectrogramHeadConfig
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "PrefixModelConfig",
     "SpecAugmentConfig",
     "SpectrogramHeadConfig",
+    "SpectronPrediction",
     "build_bridge",
     "ctc_compress",
     "length_mask",

@@ -1,7 +1,7 @@
 """The speech encoder of the continuous path: log-mel -> SpecAugment -> 4x convolutional
 subsampling -> Conformer blocks (fairseq2's), with a character CTC head.
 
-The CTC head serves twice: encoder pre-training (``unified_lm.continuous.ctc``) and the
+The CTC head serves twice: encoder pre-training (the ``ctc`` recipe) and the
 ``ctc`` bridge, which keeps one vector per predicted character.
 """
 
@@ -142,7 +142,7 @@ class PrefixEncoder(nn.Module):
     def layer_states(self, feats: Tensor, lengths: Tensor, layer: int) -> tuple[Tensor, Tensor]:
         """The states after Conformer block ``layer`` (0: the subsampled input to the first
         block) and their lengths; blocks above ``layer`` are not run. What a tokenizer
-        over this encoder clusters (``discretize.features.CtcEncoderFeatures``)."""
+        over this encoder clusters (``discretize.extractors.CtcEncoderFeatures``)."""
         if not 0 <= layer <= self.cfg.num_layers:
             raise ValueError(f"layer {layer} is out of range: the encoder has {self.cfg.num_layers} blocks")
         x, out_lengths = self.subsampling(self.specaugment(feats), lengths)

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from ...losses.spectrogram import SpectronPrediction
 from ..decoder import ModelConfig
 from .bridge import BridgeConfig, build_bridge
 from .encoder import EncoderConfig, PrefixEncoder, length_mask
@@ -42,7 +41,19 @@ class PrefixModelConfig:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     decoder: ModelConfig = field(default_factory=lambda: ModelConfig(preset="tiny"))
     spectrogram: SpectrogramHeadConfig = field(default_factory=SpectrogramHeadConfig)
-    encoder_init: str | None = None  # a CTC pre-trained encoder directory (unified_lm.continuous.ctc)
+    encoder_init: str | None = None  # a CTC pre-trained encoder directory (`unified-lm train ctc`)
+
+
+@dataclass
+class SpectronPrediction:
+    """What the prefix LM predicts for a packed batch (the input of the ``spectron`` loss)."""
+
+    text_logits: Tensor  # [B, S, V] at every suffix position (position s predicts element s+1)
+    frames: Tensor  # [B, N, n_mels] before the post-net
+    frames_post: Tensor  # [B, N, n_mels] after the post-net
+    stop_logits: Tensor  # [B, M+1] one per frame-predicting position
+    ctc_logits: Tensor  # [B, T_enc, chars+1]
+    ctc_lengths: Tensor  # [B]
 
 
 @dataclass

@@ -109,7 +109,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         longest = max(lengths)
         if longest > max_tokens:
             raise ConfigError(
-                f"optim.max_tokens={max_tokens} is below the longest sequence ({longest} tokens); "
+                f"data.max_tokens={max_tokens} is below the longest sequence ({longest} tokens); "
                 "raise it or cut speech with tasks.max_speech_tokens"
             )
         if not 0 <= rank < num_replicas:

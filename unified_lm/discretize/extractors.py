@@ -170,7 +170,7 @@ class SslFeatures:
 @FEATURES.register("ctc_encoder")
 class CtcEncoderFeatures:
     """A layer of the prefix encoder after CTC pre-training on characters
-    (``python -m unified_lm.continuous.ctc``; its ``out_dir/best``), at 25 frames/s.
+    (``unified-lm train ctc``; its ``out_dir/best``), at 25 frames/s.
 
     Supervised units, like CosyVoice's S3 tokenizer: the encoder was taught to hear
     characters, so its clusters are far more phonetic and less voice-dependent than those
@@ -194,17 +194,17 @@ class CtcEncoderFeatures:
 
     def __init__(self, cfg: Config):
         # Imported here: they pull in fairseq2, which fbank/MFCC tokenizers never need.
-        from ..continuous.checkpoint import load_encoder_checkpoint
-        from ..continuous.features import MelFrontend
+        from ..audio.mel import MelFrontend
+        from ..models import load_encoder_checkpoint
         from ..models.prefix.model import utterance_norm
 
         if not cfg.model_path:
             raise ConfigError(
                 "ctc_encoder features need kmeans.features.model_path: the best/ directory of "
-                "`python -m unified_lm.continuous.ctc`"
+                "`unified-lm train ctc`"
             )
         self.path = Path(cfg.model_path).expanduser()
-        encoder, _, train_cfg = load_encoder_checkpoint(self.path)
+        encoder, _, mel = load_encoder_checkpoint(self.path)
         self.layer = encoder.cfg.num_layers if cfg.layer is None else cfg.layer
         if not 0 <= self.layer <= encoder.cfg.num_layers:
             raise ConfigError(
@@ -212,12 +212,12 @@ class CtcEncoderFeatures:
             )
         self.cfg = cfg
         self.encoder = encoder.to(cfg.device)
-        self.frontend = MelFrontend(train_cfg.mel)
+        self.frontend = MelFrontend(mel)
         self.normalize = utterance_norm
         if cfg.posteriors and self.layer != encoder.cfg.num_layers:
             raise ConfigError(f"kmeans.features.posteriors needs the last layer ({encoder.cfg.num_layers}), not {cfg.layer}")
         self.dim = encoder.ctc_head.out_features if cfg.posteriors else encoder.cfg.dim
-        self.frame_rate = train_cfg.mel.frame_rate / 4  # the encoder's 4x subsampling
+        self.frame_rate = mel.frame_rate / 4  # the encoder's 4x subsampling
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         mel = self.frontend(wav)

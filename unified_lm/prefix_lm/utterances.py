@@ -1,4 +1,4 @@
-"""Data of the continuous path: utterances as log-mel frames, CTC characters, and packing
+"""Data of the prefix LM: utterances as log-mel frames, and their packing
 into the teacher-forced sequence of the prefix LM.
 
 A continuation manifest is an audio manifest (``corpus synth --continuation``) whose lines
@@ -14,66 +14,27 @@ An ASR-only utterance (the whole ``audio`` and its ``text``) packs as
 from __future__ import annotations
 
 import functools
-import json
+import logging
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..audio.mel import MelConfig, MelFrontend
 from ..corpus.manifest import AudioRecord, iter_audio_manifest
 from ..errors import DataError
-from ..io import atomic_write_text
 from ..losses.spectrogram import IGNORE, SpectronTarget
 from ..models.prefix import Kind, PackedBatch, PrefixEncoder
-from ..scoring import normalize_text
-from ..vocab import UnifiedVocab
-from .features import MelConfig, MelFrontend
+from ..vocab import CharVocab, UnifiedVocab
+
+logger = logging.getLogger("unified_lm.prefix_lm")
 
 CONTINUATION_FIELDS = ("prompt_audio", "prompt_text", "cont_audio", "cont_text")
-CHARS_FILE = "chars.json"
-
-
-class CharVocab:
-    """Characters of normalised transcripts (``scoring.normalize_text``) for the encoder's
-    CTC head. Id 0 is the CTC blank; characters never seen in training are skipped."""
-
-    def __init__(self, chars: Sequence[str]):
-        self.chars = list(chars)
-        self._ids = {c: i + 1 for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def build(cls, texts: Iterator[str] | Sequence[str]) -> "CharVocab":
-        return cls(sorted({c for t in texts for c in normalize_text(t)}))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        return [self._ids[c] for c in normalize_text(text) if c in self._ids]
-
-    def decode_ctc(self, frame_ids: Sequence[int]) -> str:
-        """Greedy CTC read-out: collapse repeats, then drop blanks."""
-        out, prev = [], 0
-        for i in frame_ids:
-            if i != prev and i != 0:
-                out.append(self.chars[i - 1])
-            prev = i
-        return "".join(out)
-
-    def save(self, directory: str | Path) -> None:
-        atomic_write_text(Path(directory) / CHARS_FILE, json.dumps(self.chars, ensure_ascii=False) + "\n")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "CharVocab":
-        path = Path(directory) / CHARS_FILE
-        if not path.is_file():
-            raise DataError(path, "no CTC character list here (not a prefix-model or encoder checkpoint?)")
-        return cls(json.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -166,6 +127,17 @@ def _load_cached(
     if not out:
         raise DataError(manifest, "the manifest is empty")
     return tuple(out)
+
+
+def dev_or_head(
+    dev: str | Path | None, frontend: MelFrontend, train: Sequence[Utterance], limit: int, mode: str = "asr"
+) -> list[Utterance]:
+    """The first ``limit`` utterances of the ``dev`` manifest; without one, the first
+    training utterances stand in (and a warning says so)."""
+    if dev:
+        return load_utterances(dev, frontend, mode=mode, limit=limit)
+    logger.warning("no data.dev: model selection uses the first %d training utterances", limit)
+    return list(train[:limit])
 
 
 def frame_stats(utts: Sequence[Utterance]) -> tuple[Tensor, Tensor]:

@@ -32,11 +32,11 @@ import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
 
-from ..corpus.manifest import AudioRecord, iter_audio_manifest
+from ..audio.load import SAMPLE_RATE, load_audio
 from ..errors import ConfigError, DataError
 from ..io import atomic_open, atomic_write_text, write_jsonl
 from ..registry import Registry
-from .load import SAMPLE_RATE, load_audio
+from .manifest import AudioRecord, iter_audio_manifest
 
 # 60 dB of energy decay: the envelope exp(-DECAY * t / rt60) has fallen by 10^-3 in amplitude.
 DECAY = 3.0 * math.log(10.0)

@@ -6,31 +6,24 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from _prefix_util import TINY_DECODER, TINY_ENCODER, TINY_RUN, TINY_SPECTROGRAM, write_corpus
 
-from _continuous_util import TINY_DECODER, TINY_ENCODER, TINY_OPTIM, TINY_SPECTROGRAM, write_corpus
 from unified_lm import cli
 from unified_lm.config import from_dict
-from unified_lm.continuous import (
-    CTCPretrainConfig,
-    PrefixTrainConfig,
-    TextLMConfig,
-    continue_speech,
-    decode_prefix_asr,
-    pretrain_ctc,
-    pretrain_text_lm,
-    train_prefix_lm,
-)
-from unified_lm.continuous.checkpoint import load_prefix_checkpoint
 from unified_lm.errors import ConfigError, DataError
+from unified_lm.models import load_prefix_checkpoint
+from unified_lm.prefix_lm.inference import continue_speech, decode_prefix_asr
+from unified_lm.recipes.configs import CTCEncoderConfig, PrefixLMConfig, TextLMConfig
+from unified_lm.train import train
 
 
 def prefix_config(corpus, out, **model):
     return from_dict(
-        PrefixTrainConfig,
+        PrefixLMConfig,
         {
-            "data": {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "text_vocab_size": 280},
+            "data": {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "text_vocab_size": 280, "batch_size": 4},
             "model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM, **model},
-            "optim": TINY_OPTIM,
+            **TINY_RUN,
             "out_dir": str(out),
         },
     )
@@ -44,10 +37,10 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
-    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"])}
-    ctc = pretrain_ctc(from_dict(CTCPretrainConfig, {"data": data, "encoder": TINY_ENCODER, "optim": TINY_OPTIM, "out_dir": str(out / "ctc")}))
-    lm = pretrain_text_lm(
-        from_dict(TextLMConfig, {"data": {**data, "text_vocab_size": 280}, "decoder": TINY_DECODER, "optim": TINY_OPTIM, "out_dir": str(out / "lm")})
+    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "batch_size": 4}
+    ctc = train(from_dict(CTCEncoderConfig, {"data": data, "encoder": TINY_ENCODER, **TINY_RUN, "out_dir": str(out / "ctc")}))
+    lm = train(
+        from_dict(TextLMConfig, {"data": {**data, "text_vocab_size": 280}, "model": TINY_DECODER, **TINY_RUN, "out_dir": str(out / "lm")})
     )
     return out / "ctc" / "best", out / "lm" / "best", ctc, lm
 
@@ -59,7 +52,7 @@ def trained(corpus, pretrained, tmp_path_factory):
     cfg = prefix_config(corpus, out, encoder_init=str(encoder))
     cfg.model.decoder.init_from = str(decoder)
     cfg.loss.w_ctc = 0.3
-    return out, train_prefix_lm(cfg)
+    return out, train(cfg)
 
 
 def test_pretraining_writes_loadable_checkpoints(pretrained):
@@ -67,20 +60,20 @@ def test_pretraining_writes_loadable_checkpoints(pretrained):
     assert (encoder / "encoder.safetensors").is_file() and (encoder / "chars.json").is_file()
     assert (decoder / "model.safetensors").is_file() and (decoder / "unified_vocab.json").is_file()
     assert ctc["steps"] == lm["steps"] == 3
-    assert set(ctc["best_dev"]) == {"loss", "cer", "wer"} and lm["best_dev"]["ppl"] > 1
+    assert set(ctc["best_dev"]) == {"dev_loss", "dev_cer", "dev_wer"} and lm["best_dev"]["dev_ppl"] > 1
 
 
 def test_training_from_pretrained_parts(trained, pretrained):
     out, summary = trained
     assert summary["steps"] == 3 and summary["train_utts"] == 12  # 6 continuation + 6 whole-utterance ASR
-    assert set(summary["best_dev"]) == {"loss", "text_ce", "cont_logppl", "spec_l1"}
+    assert set(summary["best_dev"]) == {"dev_loss", "dev_text_ce", "dev_cont_logppl", "dev_spec_l1"}
     train_log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"ce_text", "recon", "deriv", "post_recon", "stop", "ctc"} <= set(train_log[0])
     model, vocab, chars, cfg = load_prefix_checkpoint(out / "best")
     # The text LM's vocabulary and the CTC encoder's characters came along.
     assert len(vocab) == model.decoder.get_input_embeddings().num_embeddings
     assert chars.chars == json.loads((pretrained[0] / "chars.json").read_text())
-    assert cfg.model.encoder_init is None  # the weights now live in the checkpoint
+    assert cfg["model"]["encoder_init"]  # where training started; the weights came from the checkpoint
 
 
 def test_continue_speech_writes_wav_png_and_texts(trained, corpus, tmp_path):
@@ -111,12 +104,13 @@ def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
     from unified_lm.bench.prefix_ablation import AblationConfig, estimate_seconds, run_prefix_ablation
     from unified_lm.config import load_config
 
-    tiny = {"encoder": TINY_ENCODER, "optim": TINY_OPTIM}
+    tiny = {"encoder": TINY_ENCODER, "data": {"batch_size": 4}, **TINY_RUN}
     config = {
         "data": {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "test": str(corpus["test"]), "lm_sentences": 30},
         "ctc": tiny,
-        "textlm": {"decoder": TINY_DECODER, "optim": TINY_OPTIM, "data": {"text_vocab_size": 280}},
-        "prefix": {"model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}, "optim": TINY_OPTIM},
+        "textlm": {"model": TINY_DECODER, **TINY_RUN, "data": {"text_vocab_size": 280, "batch_size": 4}},
+        "prefix": {"model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}, **TINY_RUN,
+                   "data": {"batch_size": 4}},
         "variants": ["full", "no_deriv"],
     }
     path = tmp_path / "ablation.yaml"
@@ -171,13 +165,12 @@ def test_manifest_without_continuation_fields_names_the_line(corpus, tmp_path):
     manifest = corpus["train"].parent / "bad.jsonl"
     manifest.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl:2: .*cont_audio.*--continuation"):
-        train_prefix_lm(prefix_config({"train": manifest, "dev": corpus["dev"]}, tmp_path / "run"))
+        train(prefix_config({"train": manifest, "dev": corpus["dev"]}, tmp_path / "run"))
 
 
 def test_ctc_bridge_needs_a_trained_ctc_head(corpus, tmp_path):
-    cfg = prefix_config(corpus, tmp_path / "run", bridge={"name": "ctc"})
     with pytest.raises(ConfigError, match="w_ctc"):
-        train_prefix_lm(cfg)
+        prefix_config(corpus, tmp_path / "run", bridge={"name": "ctc"})
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +178,14 @@ def judge_model(corpus, tmp_path_factory):
     """A discrete ASR model and its speech tokenizer, trained for two steps on the tone corpus."""
     from unified_lm.config import load_config
     from unified_lm.discretize import apply_tokenizer, fit_tokenizer
-    from unified_lm.train import TrainConfig, train
+    from unified_lm.recipes.configs import LMConfig
 
     root = tmp_path_factory.mktemp("judge_model")
     repo = Path(__file__).resolve().parents[1]
     tok = root / "tok"
     fit_tokenizer(repo / "tokenizers" / "mfcc-km100.yaml", corpus["train"], tok, overrides=["kmeans.k=8"], progress=False)
     apply_tokenizer(tok, corpus["train"], root / "units.jsonl", progress=False)
-    asr = load_config(TrainConfig, repo / "experiments" / "tiny_test.yaml", [
+    asr = load_config(LMConfig, repo / "experiments" / "tiny_test.yaml", [
         f"data.train={root / 'units.jsonl'}", f"data.dev={root / 'units.jsonl'}", f"data.tokenizer={tok}",
         f"out_dir={root / 'asr'}", "optim.max_steps=2", "eval.every_steps=2", "data.text_vocab_size=280",
     ])
@@ -239,7 +232,7 @@ def test_judge_scores_too_short_continuations_as_silence(trained, corpus, judge_
 def test_griffin_lim_inverts_any_number_of_frames(frames):
     import torch
 
-    from unified_lm.continuous.features import MelConfig, MelFrontend
+    from unified_lm.audio.mel import MelConfig, MelFrontend
 
     frontend = MelFrontend(MelConfig(griffin_lim_iters=2))
     wave = frontend.to_wave(torch.randn(frames, 80))
@@ -308,12 +301,11 @@ def test_cli_decode_names_the_manifest_each_checkpoint_kind_needs(trained, judge
 
 
 def test_ctc_pretraining_with_speed_perturbation(corpus, tmp_path):
-    from unified_lm.continuous.data import load_utterances
-    from unified_lm.continuous.features import MelConfig, MelFrontend
+    from unified_lm.audio.mel import MelConfig, MelFrontend
+    from unified_lm.prefix_lm.utterances import load_utterances
 
-    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "speed_perturb": [1.1, 1.0, 0.9]}
-    summary = pretrain_ctc(from_dict(CTCPretrainConfig, {"data": data, "encoder": TINY_ENCODER, "optim": TINY_OPTIM,
-                                                          "out_dir": str(tmp_path / "ctc")}))
+    data = {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "speed_perturb": [1.1, 1.0, 0.9], "batch_size": 4}
+    summary = train(from_dict(CTCEncoderConfig, {"data": data, "encoder": TINY_ENCODER, **TINY_RUN, "out_dir": str(tmp_path / "ctc")}))
     plain = load_utterances(corpus["train"], MelFrontend(MelConfig()), mode="asr")
     assert summary["train_utts"] == 3 * len(plain)
     fast = load_utterances(corpus["train"], MelFrontend(MelConfig()), mode="asr", speed=1.1)
@@ -321,4 +313,4 @@ def test_ctc_pretraining_with_speed_perturbation(corpus, tmp_path):
     for f, p in zip(fast, plain):  # 1.1x faster: about 1/1.1 of the frames
         assert abs(f.feats.shape[0] - p.feats.shape[0] / 1.1) <= 2
     with pytest.raises(ConfigError, match="speed_perturb"):
-        from_dict(CTCPretrainConfig, {"data": {**data, "speed_perturb": [0.0]}})
+        from_dict(CTCEncoderConfig, {"data": {**data, "speed_perturb": [0.0]}})

@@ -1,4 +1,4 @@
-"""Log-mel spectrograms of the continuous path, and their way back to a waveform.
+"""Log-mel spectrograms of the prefix LM (its encoder's input and its predicted frames), and their way back to a waveform.
 
 The same front end feeds the encoder and gives the continuation frames the decoder learns
 to predict, so its parameters travel in the checkpoint: the vocoder must invert exactly
@@ -14,7 +14,9 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from ..audio import load_audio, log_mel_spectrogram, speed_perturb
+from .augment import speed_perturb
+from .features import log_mel_spectrogram
+from .load import load_audio
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from .errors import DataError
 
 META_FILE = "meta.json"
 
@@ -33,7 +33,7 @@ class TokenizerMeta:
         return {"name": self.name, "hash": self.hash}
 
     def save(self, tokdir: str | Path) -> None:
-        from ..io import atomic_write_text
+        from .io import atomic_write_text
 
         atomic_write_text(Path(tokdir) / META_FILE, json.dumps(asdict(self), indent=2) + "\n")
 

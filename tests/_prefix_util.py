@@ -1,4 +1,4 @@
-"""Shared fixtures of the continuous-path tests: a tiny continuation corpus of tone
+"""Shared fixtures of the prefix-LM tests: a tiny continuation corpus of tone
 waveforms (no TTS needed) and tiny model/optimiser settings."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ SENTENCES = [
 TINY_ENCODER = {"dim": 32, "num_layers": 1, "num_heads": 2, "ffn_dim": 64, "conv_kernel": 7, "subsampling_channels": 8}
 TINY_DECODER = {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
 TINY_SPECTROGRAM = {"reduction": 2, "postnet_channels": 16, "postnet_layers": 3}
-TINY_OPTIM = {"max_steps": 3, "batch_size": 4, "warmup_steps": 1, "eval_every_steps": 3, "log_every_steps": 1}
+# The shared sections of a three-step run (data.batch_size: 4 goes with each data section).
+TINY_RUN = {"optim": {"max_steps": 3, "warmup_steps": 1}, "eval": {"every_steps": 3, "batch_size": 4}, "log_every_steps": 1}
 
 
 def tone(text: str, seconds: float, seed: int) -> np.ndarray:

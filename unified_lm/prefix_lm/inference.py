@@ -24,15 +24,17 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import GenerationConfig
 
-from ..decode import scores_path
+from ..audio.mel import MelConfig, MelFrontend
+from ..config import from_dict
+from ..decode import check_decode_args, write_decoded
 from ..errors import ConfigError, DataError
-from ..io import atomic_write_bytes, atomic_write_text, write_jsonl
+from ..io import atomic_write_bytes, atomic_write_text
+from ..losses.spectrogram import IGNORE, SpectronLoss
+from ..models import eval_mode, load_prefix_checkpoint
 from ..models.prefix import PrefixEncoder, PrefixLM
-from ..scoring import score_corpus
+from ..scoring import asr_rows
 from ..vocab import UnifiedVocab
-from .checkpoint import load_prefix_checkpoint
-from .data import load_utterances
-from .features import MelFrontend
+from .utterances import Packer, Utterance, batches, load_utterances
 
 
 def _device() -> torch.device:
@@ -180,6 +182,46 @@ def spectrogram_png(panels: Sequence[tuple[str, Tensor]], frame_rate: float) -> 
     return buf.getvalue()
 
 
+@torch.no_grad()
+def evaluate_teacher_forced(
+    model: PrefixLM, packer: Packer, loss_fn: SpectronLoss, utts: Sequence[Utterance], batch_size: int
+) -> dict[str, float]:
+    """Teacher-forced dev/test metrics, pooled over tokens and frames (not averaged over batches).
+
+    ``loss``: the training objective (per utterance); ``text_ce``: nats per text target;
+    ``cont_logppl``: nats per continuation-text token (``<spec>`` included), Spectron's
+    ablation metric; ``spec_l1``: mean absolute error of the post-net frames in log-mel
+    units (natural log of mel power).
+    """
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        sums = dict.fromkeys(("loss", "text_nll", "text_n", "cont_nll", "cont_n", "l1", "l1_n", "utts"), 0.0)
+        for group in batches(utts, batch_size):
+            packed, target = packer.collate(group)
+            packed, target = packed.to(device), target.to(device)
+            pred = model(packed)
+            sums["loss"] += float(loss_fn(pred, target).total) * len(group)
+            sums["utts"] += len(group)
+            nll = torch.nn.functional.cross_entropy(
+                pred.text_logits.float().transpose(1, 2), target.text_labels, ignore_index=IGNORE, reduction="none"
+            )
+            has_text = target.text_labels != IGNORE
+            sums["text_nll"] += float(nll[has_text].sum())
+            sums["text_n"] += int(has_text.sum())
+            cont = has_text & target.continuation
+            sums["cont_nll"] += float(nll[cont].sum())
+            sums["cont_n"] += int(cont.sum())
+            err = (pred.frames_post - target.frames) * model.frame_std  # normalised -> log-mel units
+            sums["l1"] += float(err.abs()[target.frame_mask].sum())
+            sums["l1_n"] += int(target.frame_mask.sum()) * err.size(-1)
+    return {
+        "loss": sums["loss"] / max(sums["utts"], 1),
+        "text_ce": sums["text_nll"] / max(sums["text_n"], 1),
+        "cont_logppl": sums["cont_nll"] / max(sums["cont_n"], 1),
+        "spec_l1": sums["l1"] / max(sums["l1_n"], 1),
+    }
+
+
 def continue_speech(
     checkpoint: str | Path,
     audio_path: str | Path,
@@ -200,7 +242,8 @@ def continue_speech(
         raise ConfigError(f"continue: max_frames must be >= 1, got {max_frames}")
     model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
     model.to(_device())
-    frontend = MelFrontend(cfg.mel)
+    mel = mel_config(cfg, checkpoint)
+    frontend = MelFrontend(mel)
     prompt = frontend.load(audio_path)
     if prompt.size(0) < PrefixEncoder.MIN_FRAMES:
         raise DataError(audio_path, f"too short a prompt: {prompt.size(0)} frames, the encoder needs {PrefixEncoder.MIN_FRAMES}")
@@ -213,14 +256,14 @@ def continue_speech(
     panels = [(f"predicted: {result['continuation']!r}", log_mel)]
     if reference is not None:
         panels.append((f"reference: {Path(reference).name}", frontend.load(reference)))
-    atomic_write_bytes(out / "continuation.wav", wav_bytes(wave, cfg.mel.sample_rate))
-    atomic_write_bytes(out / "continuation.png", spectrogram_png(panels, cfg.mel.frame_rate))
+    atomic_write_bytes(out / "continuation.wav", wav_bytes(wave, mel.sample_rate))
+    atomic_write_bytes(out / "continuation.png", spectrogram_png(panels, mel.frame_rate))
     result.update(
         checkpoint=str(checkpoint),
         prompt=str(audio_path),
         reference=str(reference) if reference is not None else None,
         frames=log_mel.size(0),
-        seconds=round(log_mel.size(0) / cfg.mel.frame_rate, 3),
+        seconds=round(log_mel.size(0) / mel.frame_rate, 3),
         wall_seconds=round(time.perf_counter() - start, 3),
         wav=str(out / "continuation.wav"),
         png=str(out / "continuation.png"),
@@ -244,31 +287,20 @@ def decode_prefix_asr(
     ``out`` and the scores beside it (``x.hyp.jsonl`` -> ``x.hyp.scores.json``), the same
     files as the discrete ``decode``; returns the scores.
     """
-    if beam < 1 or batch_size < 1:
-        raise ConfigError(f"decode: beam ({beam}) and batch_size ({batch_size}) must be >= 1")
+    check_decode_args(out, audio_manifest, batch_size, beam, max_new_tokens)
     require_audio_manifest(audio_manifest)
     model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
     model.to(_device())
-    utts = load_utterances(audio_manifest, MelFrontend(cfg.mel), mode="asr")
+    utts = load_utterances(audio_manifest, MelFrontend(mel_config(cfg, checkpoint)), mode="asr")
     start = time.perf_counter()
     hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam)
-    scores = score_corpus([u.text for u in utts], hyps, [u.subset for u in utts])
-    rows = [
-        {"id": u.id, "ref": u.text, "hyp": h, "subset": u.subset, "errors": s["word_errors"],
-         "ref_words": s["ref_words"], "char_errors": s["char_errors"], "ref_chars": s["ref_chars"]}
-        for u, h, s in zip(utts, hyps, scores.pop("utterances"))
-    ]
-    scores = {
-        "task": "prefix_asr",
-        "checkpoint": str(checkpoint),
-        "manifest": str(audio_manifest),
-        "beam": beam,
-        **scores,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    write_jsonl(out, rows)
-    atomic_write_text(scores_path(out), json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-    return scores
+    rows, scores = asr_rows(utts, hyps)
+    return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
+
+
+def mel_config(train_config: dict[str, Any], checkpoint: str | Path) -> MelConfig:
+    """The mel front end a prefix-LM checkpoint was trained with."""
+    return from_dict(MelConfig, train_config.get("mel") or {}, f"{checkpoint}: mel")
 
 
 def require_audio_manifest(path: str | Path) -> None:

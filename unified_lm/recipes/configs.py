@@ -1,0 +1,162 @@
+"""The config of each training recipe: the shared sections of ``training.sections`` plus
+the recipe's own data, model and loss sections, all checked when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..audio.mel import MelConfig
+from ..errors import ConfigError
+from ..losses import LossConfig
+from ..losses.spectrogram import SpectronLossConfig
+from ..models import ModelConfig
+from ..models.prefix import EncoderConfig, PrefixModelConfig
+from ..tasks import TaskConfig
+from ..training.sections import EvalConfig, OptimConfig, TrainingConfig
+
+# ---- lm: the unified speech-text decoder on a task mixture ------------------------------
+
+
+@dataclass
+class LMDataConfig:
+    train: str = "runs/demo/units/train.jsonl"
+    dev: str | None = "runs/demo/units/dev.jsonl"  # None: no evaluation, `best` is the final model
+    tokenizer: str = "runs/demo/tok"  # the speech tokenizer directory (its meta.json)
+    text_vocab_size: int = 1000  # BPE trained on the training transcripts ...
+    text_tokenizer: str | None = None  # ... unless a local HF tokenizer dir is given (defaults to model.init_from)
+    num_workers: int = 0
+    max_tokens: int = 4096  # padded tokens per batch per rank
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ConfigError(f"data.max_tokens: must be >= 1, got {self.max_tokens}")
+
+
+@dataclass
+class AsrEvalConfig(EvalConfig):
+    beam: int = 1
+    max_new_tokens: int | None = None  # None: tasks.max_text_tokens + 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beam < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ConfigError(f"eval.beam and eval.max_new_tokens: must be >= 1, got {self.beam}, {self.max_new_tokens}")
+
+
+@dataclass
+class LMConfig(TrainingConfig):
+    eval: AsrEvalConfig = field(default_factory=AsrEvalConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    time_mask: float = 0.0  # probability of replacing each input token by <pad> (labels untouched)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.time_mask < 1.0:
+            raise ConfigError(f"time_mask: must be in [0, 1), got {self.time_mask}")
+
+
+# ---- the prefix LM and its two pre-training stages --------------------------------------
+
+
+def _optim(**kwargs) -> OptimConfig:
+    return OptimConfig(**{"weight_decay": 0.01, "warmup_steps": 100, "max_steps": 1000, **kwargs})
+
+
+def _eval() -> EvalConfig:
+    return EvalConfig(every_steps=200, batch_size=16)
+
+
+@dataclass
+class AudioDataConfig:
+    train: str = "runs/prefix/corpus/train.jsonl"  # an audio manifest: audio + text
+    dev: str | None = "runs/prefix/corpus/dev.jsonl"  # None: the first eval.max_utts training utterances
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class CTCDataConfig(AudioDataConfig):
+    # Speed perturbation (Ko et al. 2015): every training utterance also at these speeds,
+    # which moves pitch and tempo together, so the encoder hears more voices than it has.
+    speed_perturb: list[float] = field(default_factory=lambda: [1.0])
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.speed_perturb or any(f <= 0 for f in self.speed_perturb):
+            raise ConfigError(f"data.speed_perturb: positive speed factors, got {self.speed_perturb}")
+
+
+@dataclass
+class CTCEncoderConfig(TrainingConfig):
+    """CTC pre-training of the speech encoder on the transcripts' characters."""
+
+    optim: OptimConfig = field(default_factory=_optim)
+    eval: EvalConfig = field(default_factory=_eval)
+    data: CTCDataConfig = field(default_factory=CTCDataConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    out_dir: str = "runs/prefix_ctc"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mel.n_mels != self.encoder.n_mels:
+            raise ConfigError(f"mel.n_mels ({self.mel.n_mels}) and encoder.n_mels ({self.encoder.n_mels}) differ")
+
+
+@dataclass
+class TextDataConfig(AudioDataConfig):
+    # More text, one sentence a line, beside the transcripts: a text LM is worth
+    # pre-training when text is more plentiful than transcribed speech.
+    text_files: list[str] = field(default_factory=list)
+    text_vocab_size: int = 1000
+
+
+@dataclass
+class TextLMConfig(TrainingConfig):
+    """Text-LM pre-training of a decoder (the GPT-2 analogue)."""
+
+    optim: OptimConfig = field(default_factory=_optim)
+    eval: EvalConfig = field(default_factory=_eval)
+    data: TextDataConfig = field(default_factory=TextDataConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="tiny"))
+    out_dir: str = "runs/prefix_textlm"
+
+
+@dataclass
+class PrefixDataConfig(AudioDataConfig):
+    # A continuation manifest (corpus synth --continuation). Also train ASR on whole
+    # utterances (``audio``/``text``): the model then transcribes full utterances too.
+    full_utterance_asr: bool = True
+    # A saved UnifiedVocab for a decoder trained from scratch (with model.decoder.init_from
+    # the decoder's own is used); default: a BPE trained on the training texts.
+    vocab: str | None = None
+    text_vocab_size: int = 1000
+
+
+@dataclass
+class PrefixLMConfig(TrainingConfig):
+    """Spectron training of the prefix LM: speech encoder prefix -> decoder -> text and frames."""
+
+    optim: OptimConfig = field(default_factory=_optim)
+    eval: EvalConfig = field(default_factory=_eval)
+    data: PrefixDataConfig = field(default_factory=PrefixDataConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    model: PrefixModelConfig = field(default_factory=PrefixModelConfig)
+    loss: SpectronLossConfig = field(default_factory=SpectronLossConfig)
+    out_dir: str = "runs/prefix"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mel.n_mels != self.model.encoder.n_mels:
+            raise ConfigError(f"mel.n_mels ({self.mel.n_mels}) and model.encoder.n_mels ({self.model.encoder.n_mels}) differ")
+        if self.model.bridge.name == "ctc" and self.loss.w_ctc == 0 and not self.model.encoder_init:
+            raise ConfigError(
+                "model.bridge.name=ctc needs a trained CTC head: set loss.w_ctc > 0 or model.encoder_init "
+                "(a CTC pre-trained encoder)"
+            )
