@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -70,6 +71,24 @@ def test_config_unknown_key_and_bad_type_fail_fast():
         from_dict(_Cfg, {"optim": {"steps": "many"}})
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["novalue"])
+
+
+@dataclasses.dataclass
+class _Recipe:
+    optim: _Optim = dataclasses.field(default_factory=lambda: _Optim(lr=0.5, steps=3))
+    mode: Literal["fast", "slow"] = "fast"
+
+
+def test_a_section_given_in_part_keeps_the_configs_own_defaults_for_the_rest():
+    # The recipe's default optim is lr=0.5, steps=3, not the section class's 1e-3 and 10.
+    assert from_dict(_Recipe, {"optim": {"steps": 7}}).optim == _Optim(lr=0.5, steps=7)
+    assert from_dict(_Recipe, {}).optim == _Optim(lr=0.5, steps=3)
+
+
+def test_a_literal_field_takes_only_its_values():
+    assert from_dict(_Recipe, {"mode": "slow"}).mode == "slow"
+    with pytest.raises(ConfigError, match=r"mode: must be one of \['fast', 'slow'\], got 'medium'"):
+        from_dict(_Recipe, {"mode": "medium"})
 
 
 def test_registry_names_known_entries_on_miss():

@@ -63,6 +63,11 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
+        default = fields[name].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING and dataclasses.is_dataclass(hints[name]):
+            # A section given in part keeps the rest of *this* config's default for it (a
+            # recipe's own optim defaults, say), not the section class's defaults.
+            value = _merge(to_dict(default()), value)
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
@@ -141,6 +146,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _deepcopy(d: Any) -> Any:
