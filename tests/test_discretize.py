@@ -106,7 +106,7 @@ def test_kmeans_backends_agree_given_the_same_centroids():
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 def test_kmeans_fit_is_deterministic(backend):
     from unified_lm.discretize.kmeans import fit_kmeans
-    from unified_lm.discretize.recipe import KMeansConfig, SklearnKMeansConfig
+    from unified_lm.discretize.tokenizer_recipe import KMeansConfig, SklearnKMeansConfig
 
     x = np.random.default_rng(0).normal(size=(600, 4)).astype(np.float32)
     cfg = KMeansConfig(k=5, backend=backend, niter=5, sklearn=SklearnKMeansConfig(batch_size=100, n_init=2))

@@ -16,12 +16,14 @@ beside it (``x.hyp.jsonl`` -> ``x.hyp.scores.json``), and returns the scores.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
@@ -61,11 +63,10 @@ def generate(
                 "cut speech with tasks.max_speech_tokens"
             )
         max_new_tokens = min(max_new_tokens, limit - width)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attention_mask[i, width - len(p) :] = 1
+    # Left padding: every prompt ends where generation starts.
+    pad = functools.partial(pad_sequence, batch_first=True, padding_side="left")
+    input_ids = pad([torch.tensor(p, dtype=torch.long) for p in prompts], padding_value=pad_id)
+    attention_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompts])
     allowed_set = set(allowed)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,

@@ -8,9 +8,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from .errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 _umask = os.umask(0)
 os.umask(_umask)
@@ -101,8 +103,13 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataErr
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Reads a whole JSONL file, raising on the first bad line."""
+    return all_or_first_error(iter_jsonl(path))
+
+
+def all_or_first_error(lines: Iterable[tuple[int, T | DataError]]) -> list[T]:
+    """The records of a ``(line, record or DataError)`` reader, or its first DataError raised."""
     out = []
-    for _, rec in iter_jsonl(path):
+    for _, rec in lines:
         if isinstance(rec, DataError):
             raise rec
         out.append(rec)

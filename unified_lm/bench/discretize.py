@@ -19,7 +19,6 @@ its default OpenMP threads.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -36,11 +35,12 @@ from ..audio import SAMPLE_RATE, fbank
 from ..discretize import fit_tokenizer, load_tokenizer
 from ..discretize.base import single_threaded
 from ..discretize.kmeans import FaissKMeans, SklearnKMeans, fit_kmeans, to_numpy
-from ..discretize.recipe import KMeansConfig
 from ..discretize.source import iter_waveforms
+from ..discretize.tokenizer_recipe import KMeansConfig
 from ..errors import DataError
-from ..io import atomic_open, atomic_write_text
+from ..io import atomic_write_text
 from ..tokenizer_meta import META_FILE
+from .tables import markdown_table, write_csv
 
 REALTIME_GOAL = 100.0  # fbank k-means discretization, x real time on 2 cores
 SPEEDUP_GOAL = 5.0  # faiss over scikit-learn assignment at the largest K
@@ -217,27 +217,24 @@ def _markdown(r: dict) -> str:
         "",
         "## Throughput (seconds of audio per wall-clock second)",
         "",
-        "| tokenizer | kind | units | fit s | features x RT | assign x RT | total x RT |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for t in r["throughput"]:
-        fit = "-" if t["fit_seconds"] is None else f"{t['fit_seconds']:.1f}"
-        lines.append(
-            f"| {t['tokenizer']} | {t['kind']} | {t['num_units']} | {fit} | {t['feature_x_rt']:.0f} "
-            f"| {t['assign_x_rt']:.0f} | {t['total_x_rt']:.0f} |"
-        )
+    lines += markdown_table(
+        ["tokenizer", "kind", "units", "fit s", "features x RT", "assign x RT", "total x RT"],
+        [(t["tokenizer"], t["kind"], t["num_units"], "-" if t["fit_seconds"] is None else f"{t['fit_seconds']:.1f}",
+          f"{t['feature_x_rt']:.0f}", f"{t['assign_x_rt']:.0f}", f"{t['total_x_rt']:.0f}") for t in r["throughput"]],
+        align="llrrrrr",
+    )
     lines += [
         "",
         f"## k-means assignment: 80-dim fbank frames, same centroids ({r['frames']:,} frames in bulk)",
         "",
-        "| K | mode | frames | calls | faiss frames/s | scikit-learn frames/s | faiss / scikit-learn | agreement |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for a in r["assignment"]:
-        lines.append(
-            f"| {a['k']} | {a['mode']} | {a['frames']:,} | {a['calls']:,} | {a['faiss_frames_per_s']:,} "
-            f"| {a['sklearn_frames_per_s']:,} | {a['faiss_over_sklearn']:.2f}x | {a['agreement']:.2%} |"
-        )
+    lines += markdown_table(
+        ["K", "mode", "frames", "calls", "faiss frames/s", "scikit-learn frames/s", "faiss / scikit-learn", "agreement"],
+        [(a["k"], a["mode"], f"{a['frames']:,}", f"{a['calls']:,}", f"{a['faiss_frames_per_s']:,}",
+          f"{a['sklearn_frames_per_s']:,}", f"{a['faiss_over_sklearn']:.2f}x", f"{a['agreement']:.2%}") for a in r["assignment"]],
+        align="rlrrrrrr",
+    )
     lines += ["", "## Goals", ""] + _goal_lines(r) + [""]
     return "\n".join(lines)
 
@@ -264,7 +261,4 @@ def _write_csv(path: Path, r: dict) -> None:
         rows += [("throughput", t["tokenizer"], k, v) for k, v in t.items() if k not in ("tokenizer",)]
     for a in r["assignment"]:
         rows += [("assignment", f"K={a['k']} {a['mode']}", k, v) for k, v in a.items() if k not in ("k", "mode")]
-    with atomic_open(path) as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["section", "name", "metric", "value"])
-        writer.writerows(rows)
+    write_csv(path, ["section", "name", "metric", "value"], rows)

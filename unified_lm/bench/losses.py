@@ -3,48 +3,11 @@
     unified-lm bench losses --config experiments/loss_comparison.yaml [--jobs 2] [--cells 0/3] [key=value ...]
     run_loss_grid("experiments/loss_comparison.yaml", jobs=2)
 
-One **cell** is one training run (``unified_lm.train`` on the grid's base recipe, with the
-cell's loss and seed) followed by decoding its best checkpoint on dev, test and the
-degraded test copy. The grid is losses x tokenizers x seeds, every cell with the same data,
-model and step budget, plus SLD's alpha sweep. Layout of ``out_dir``::
-
-    grid.yaml                     the resolved grid config
-    shared/corpus-<h>/            the synthetic corpus (corpus.synth)
-    shared/speed-<h>/train.jsonl  training audio with its speed-perturbed copies (corpus.speed_perturb)
-    shared/degraded-<h>/test.jsonl  the degraded test copy (subset "degraded")
-    shared/tok/<name>-<h>/        one fitted tokenizer per recipe
-    shared/units/<name>-<h>/      its unit manifests: train, dev, test, degraded
-    cells/<key>.<hash>/           cell.json, train/ (the run), <eval>.hyp.jsonl, result.json
-    results.md results.csv *.png  the report (``bench.report``)
-
-Caching. A cell's identity is the sha256 of its fully resolved config: the data recipe
-(corpus, speed factors, degradation, the tokenizer recipe spelled out), the whole training
-config but its paths, and the decoding settings. A cell is done iff its ``result.json``
-exists; it is written atomically, last. An interrupted grid reruns only the cells without
-one (a cell killed mid-training resumes from its ``last`` checkpoint), and a finished grid
-only rebuilds the report. Every ``shared/`` step is skipped when its output exists, and
-each directory is named by a hash of its inputs, so a changed recipe never reuses stale data.
-
-Alpha. With ``alpha_sweep``, SLD's alpha is chosen on dev, never on test: for each
-tokenizer, one sld cell per alpha on the first seed; the alpha with the lowest dev WER
-(full dev set, best checkpoint) is used for the sld cells of every seed. The sweep cell
-of the chosen alpha *is* the first seed's sld cell (same config, same hash), so it is
-trained once. The report lists the sweep's dev WERs and the alpha used.
-
-Parallel and distributed runs. ``jobs`` runs cells in that many processes. ``cells="I/N"``
-(0-based) runs only the cells whose position in the grid's fixed order is I modulo N, so N
-machines with the same config split the grid; their ``cells/`` directories, copied into one
-``out_dir`` (or a shared file system), merge: a rerun there finds every result and reports
-them all. A seeded sld cell waits until its tokenizer's sweep cells are all done, wherever
-they ran; the shared steps are deterministic, but on separate machines it is simplest to
-prepare ``shared/`` once and copy it along.
-
-Scale. ``train.max_steps`` is every cell's step budget. Before the first cell, one line
-(``estimate``) counts the grid's trainings, those this run has left, their steps, and, with
-``estimate_step_seconds`` (one step's measured time in one job), the training time in ``jobs``.
-
-Training and decoding are imported where they run, so a worker process or a config check
-loads only what it uses.
+One **cell** is one ``lm`` training run (the grid's base recipe, with the cell's loss and
+seed) followed by decoding its best checkpoint on dev, test and the degraded test copy.
+Cells are cached by the hash of their resolved config and resume after an interruption;
+SLD's alpha is chosen on dev; ``--cells I/N`` splits the grid across machines. The output
+layout, caching and alpha rules: docs/loss_comparison.md.
 """
 
 from __future__ import annotations

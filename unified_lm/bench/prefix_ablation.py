@@ -1,37 +1,14 @@
-"""Spectron's ablations on the continuous path, as one command and one table.
+"""Spectron's ablations on the prefix LM, as one command and one table.
 
     unified-lm bench prefix-ablation --config experiments/prefix_ablation.yaml [--out DIR] [key=value ...]
     run_prefix_ablation("experiments/prefix_ablation.yaml", "runs/bench/prefix_ablation")
 
-At start it prints an estimate of the work left (``estimate_seconds``, at the ``cost`` rates).
-Steps (each skipped when its output exists, so an interrupted bench resumes):
-
-1. a continuation corpus (``corpus synth --continuation``) unless ``data.train`` is given;
-2. pre-training: the encoder with CTC, the decoder as a text LM on the training
-   transcripts plus ``data.lm_sentences`` text-only sentences from the corpus's sentence
-   generator (none of them a dev or test sentence);
-3. one prefix-LM training per variant:
-
-   ==============  =================================================
-   full            CTC encoder + text-LM decoder, every loss
-   no_text_ce      full, without the text cross-entropy (w_text = 0)
-   no_deriv        full, without the derivative loss (w_deriv = 0)
-   decoder_random  CTC encoder, randomly initialised decoder
-   encoder_random  randomly initialised encoder, text-LM decoder
-   both_random     neither pre-training
-   ==============  =================================================
-
-   All variants share the text-LM's vocabulary, so their log-perplexities compare;
-4. metrics on the test set: ``cont_logppl`` (teacher-forced nats per continuation-text
-   token), ``spec_l1`` (teacher-forced L1 of the post-net log-mel), ``prompt_wer`` (prefix
-   ASR of the prompt), and, when a discrete ASR ``judge`` is configured, the WER of that
-   model on the vocoded free-running continuation, against the continuation text the model
-   itself wrote (``judge_wer_self``: does the speech say what the model meant?) and against
-   the reference continuation (``judge_wer_ref``); ``judge_too_short`` counts the
-   continuations too short to discretize, scored as silence;
-5. the prefix length each bridge gives on the test prompts, with the CTC-pretrained encoder.
-
-Writes ``results.json`` and ``results.md`` into the output directory; returns the results.
+A continuation corpus, the two pre-trainings (CTC encoder, text-LM decoder), one prefix-LM
+training per variant (``VARIANTS``), test metrics (teacher-forced ``cont_logppl`` and
+``spec_l1``, ``prompt_wer``, and with a ``judge`` the WER of the vocoded continuations) and
+the prefix length of each bridge. Every step is skipped when its output exists, so an
+interrupted bench resumes; it starts by printing the work left. Writes ``results.json``
+and ``results.md``. The variants and metrics in full: docs/continuous.md.
 """
 
 from __future__ import annotations
@@ -61,6 +38,7 @@ from ..prefix_lm.utterances import Packer, load_utterances
 from ..recipes.configs import CTCEncoderConfig, PrefixLMConfig, TextLMConfig
 from ..scoring import normalize_text, score_corpus
 from ..train import train
+from .tables import markdown_table
 
 logger = logging.getLogger("unified_lm.bench")
 
@@ -332,12 +310,10 @@ def print_estimate(cfg: AblationConfig, out: Path) -> float:
     return total
 
 
-def markdown_table(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> str:
-    lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, row in results.items():
-        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def variants_table(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> str:
+    rows = [[name, *(f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in columns)]
+            for name, row in results.items()]
+    return "\n".join(markdown_table(["variant", *columns], rows, align="l" * (len(columns) + 1))) + "\n"
 
 
 def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -375,7 +351,7 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
     summary = {
         "variants": results,
         "bridges": bridge_lengths(encoder, data["test"], cfg.data.max_test_utts),
-        "table": markdown_table(results, columns),
+        "table": variants_table(results, columns),
     }
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     b = summary["bridges"]

@@ -20,7 +20,6 @@ global pyplot state are involved.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections import defaultdict
@@ -34,6 +33,7 @@ from matplotlib.figure import Figure
 
 from ..io import atomic_open, atomic_write_text
 from .bootstrap import paired_bootstrap
+from .tables import markdown_table, write_csv
 
 # The loss parts in plotting order; any other part a loss logs follows them.
 CURVE_ORDER = ("loss", "ce_text", "ce_speech", "kl_speech")
@@ -220,11 +220,8 @@ def write_report(
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_open(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: "" if r[k] is None or r[k] != r[k] else r[k] for k in CSV_FIELDS})
+    # None and NaN (x != x) are left empty.
+    write_csv(path, CSV_FIELDS, ([("" if r[k] is None or r[k] != r[k] else r[k]) for k in CSV_FIELDS] for r in rows))
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -252,8 +249,8 @@ def _markdown(rows, baseline, sweep, notes, header, bootstrap: BootstrapSettings
         "utterances, both systems scored on the same resample, seeds pooled by averaging each "
         f"utterance's errors); P(better) is the share of resamples where the loss beats `{baseline}`.",
         "",
-        f"| tokenizer | loss | eval | utts | seeds | WER % | CER % | WER change vs {baseline} [{conf} CI] | P(better) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        *markdown_table(["tokenizer", "loss", "eval", "utts", "seeds", "WER %", "CER %",
+                         f"WER change vs {baseline} [{conf} CI]", "P(better)"], [], align="lllrrrrrr"),
     ]
     for r in rows:
         loss = r["loss"] if r["alpha"] is None else f"{r['loss']} (α={r['alpha']:g})"
@@ -282,8 +279,7 @@ def _sweep_markdown(sweep: dict[str, dict]) -> list[str]:
         "Each alpha of the sweep trains one sld cell (first seed); the alpha with the lowest WER "
         "on the full dev set is used for every seed of the sld cells above. Test sets play no part.",
         "",
-        "| tokenizer | alpha | dev WER % | dev CER % | used |",
-        "|---|---:|---:|---:|:---:|",
+        *markdown_table(["tokenizer", "alpha", "dev WER %", "dev CER %", "used"], [], align="lrrrc"),
     ]
     for tok, s in sweep.items():
         for alpha, wer in s["dev_wer"].items():

@@ -18,7 +18,6 @@ Results are printed and saved to ``out_dir``: ``speed.md``, ``speed.csv`` (long 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from transformers import AutoModelForCausalLM
 from ..corpus.manifest import read_unit_manifest
 from ..decode import generate_batched
 from ..errors import ConfigError
-from ..io import atomic_open, atomic_write_text
+from ..io import atomic_write_text
 from ..losses import LossConfig, build_loss
 from ..models import ModelConfig, build_model, count_parameters
 from ..tasks import Role, TaskConfig, asr_prompt, collate
@@ -48,6 +47,7 @@ from ..tokenizer_meta import TokenizerMeta
 from ..training import optimizer_step
 from ..unit_data import BucketBatchSampler, UnitDataset, read_checked_manifest
 from ..vocab import UnifiedVocab
+from .tables import markdown_table, write_csv
 
 TRAIN_SPEEDUP_GOAL = 3.0
 DECODE_SPEEDUP_GOAL = 5.0
@@ -297,20 +297,18 @@ def _markdown(r: dict) -> str:
         "",
         f"## Training, {s['steps']} timed steps (SLD loss, AdamW)",
         "",
-        f"| batching | real tokens/s | padded tokens/s | padding | GFLOP/s (of fp32 matmul peak) | {mem} |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     settings = {
         "bucketed": f"length-bucketed, max_tokens={s['max_tokens']}",
         "padded": f"padded to {s['block_size']}-token blocks, {max(1, s['max_tokens'] // s['block_size'])} per batch",
     }
-    for row in (train_b, train_p):
-        lines.append(
-            f"| {settings[row['setting']]} | {row['real_tokens_per_s']:.0f} | {row['padded_tokens_per_s']:.0f} "
-            f"| {100 * row['padding_fraction']:.0f}% "
-            f"| {row['achieved_gflops']:.1f} of {row['matmul_peak_gflops']:.1f} ({100 * row['peak_fraction']:.0f}%) "
-            f"| {row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f}) |"
-        )
+    lines += markdown_table(
+        ["batching", "real tokens/s", "padded tokens/s", "padding", "GFLOP/s (of fp32 matmul peak)", mem],
+        [(settings[row["setting"]], f"{row['real_tokens_per_s']:.0f}", f"{row['padded_tokens_per_s']:.0f}",
+          f"{100 * row['padding_fraction']:.0f}%",
+          f"{row['achieved_gflops']:.1f} of {row['matmul_peak_gflops']:.1f} ({100 * row['peak_fraction']:.0f}%)",
+          f"{row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f})") for row in (train_b, train_p)],
+    )
     lines += [
         "",
         f"Speed-up in real tokens/s: **{r['train_speedup']:.1f}x** (goal >= {TRAIN_SPEEDUP_GOAL:.0f}x)",
@@ -318,14 +316,12 @@ def _markdown(r: dict) -> str:
         f"## Greedy ASR decoding, {dec_c['utts']} utterances, batch {s['decode_batch_size']}, "
         f"at most {s['max_new_tokens']} new tokens",
         "",
-        f"| KV cache | utterances/s | generated tokens/s | mean new tokens | {mem} |",
-        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for row, name in ((dec_c, "on"), (dec_n, "off")):
-        lines.append(
-            f"| {name} | {row['utts_per_s']:.2f} | {row['generated_tokens_per_s']:.0f} | {row['mean_new_tokens']:.1f} "
-            f"| {row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f}) |"
-        )
+    lines += markdown_table(
+        ["KV cache", "utterances/s", "generated tokens/s", "mean new tokens", mem],
+        [(name, f"{row['utts_per_s']:.2f}", f"{row['generated_tokens_per_s']:.0f}", f"{row['mean_new_tokens']:.1f}",
+          f"{row['peak_memory_mb']:.0f} ({row['memory_growth_mb']:+.0f})") for row, name in ((dec_c, "on"), (dec_n, "off"))],
+    )
     lines += ["", f"Speed-up in utterances/s: **{r['decode_speedup']:.1f}x** (goal >= {DECODE_SPEEDUP_GOAL:.0f}x)"]
     if not r["memory_isolated"] and not env["cuda"]:
         lines += ["", "Memory: all phases ran in one process, so CPU peaks are cumulative."]
@@ -333,10 +329,6 @@ def _markdown(r: dict) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_open(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["phase", "setting", "metric", "value"])
-        for row in rows:
-            for key, value in row.items():
-                if key not in ("phase", "setting"):
-                    writer.writerow([row["phase"], row["setting"], key, value])
+    # Long form (phase, setting, metric, value): easy to plot.
+    long = [(r["phase"], r["setting"], k, v) for r in rows for k, v in r.items() if k not in ("phase", "setting")]
+    write_csv(path, ["phase", "setting", "metric", "value"], long)

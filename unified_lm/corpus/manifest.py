@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DataError
-from ..io import iter_jsonl
+from ..io import all_or_first_error, iter_jsonl
 
 AUDIO_FIELDS = ("id", "audio", "text", "speaker", "duration")
 
@@ -98,12 +98,7 @@ def iter_audio_manifest(path: str | Path) -> Iterator[tuple[int, AudioRecord | D
 
 
 def read_audio_manifest(path: str | Path) -> list[AudioRecord]:
-    records = []
-    for _, rec in iter_audio_manifest(path):
-        if isinstance(rec, DataError):
-            raise rec
-        records.append(rec)
-    return records
+    return all_or_first_error(iter_audio_manifest(path))
 
 
 def read_unit_manifest(path: str | Path) -> list[UnitRecord]:

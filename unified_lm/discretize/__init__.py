@@ -11,14 +11,14 @@ from .apply import apply_tokenizer, merge_shards, shard_path
 from .base import DISCRETIZERS
 from .extractors import FEATURES
 from .kmeans import KMEANS_BACKENDS
-from .recipe import Recipe, load_recipe
 from .tokenizer import SpeechTokenizer, fit_tokenizer, load_tokenizer
+from .tokenizer_recipe import TokenizerRecipe, load_recipe
 
 __all__ = [
     "DISCRETIZERS",
     "FEATURES",
     "KMEANS_BACKENDS",
-    "Recipe",
+    "TokenizerRecipe",
     "SpeechTokenizer",
     "TokenizerMeta",
     "apply_tokenizer",

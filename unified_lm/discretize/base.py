@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from .recipe import Recipe
+from .tokenizer_recipe import TokenizerRecipe
 
 
 class Quantizer(Protocol):
@@ -26,12 +26,12 @@ class Quantizer(Protocol):
     codebook_size: int
 
     @classmethod
-    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "Quantizer":
+    def fit(cls, recipe: TokenizerRecipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "Quantizer":
         """Learns whatever state the kind needs from ``waveforms`` (16 kHz) and saves it in ``workdir``."""
         ...
 
     @classmethod
-    def load(cls, recipe: Recipe, tokdir: Path) -> "Quantizer": ...
+    def load(cls, recipe: TokenizerRecipe, tokdir: Path) -> "Quantizer": ...
 
     def extract_features(self, wav: torch.Tensor) -> torch.Tensor:
         """16 kHz mono waveform -> ``[frames, dim]``."""

@@ -20,7 +20,7 @@ import torch
 from ..audio import SAMPLE_RATE, resample
 from ..errors import ConfigError, DataError
 from .base import DISCRETIZERS
-from .recipe import EncodecConfig, Recipe
+from .tokenizer_recipe import EncodecConfig, TokenizerRecipe
 
 OFFLINE_HINT = (
     "the encodec package's EncodecModel.encodec_model_24khz() downloads its weights at run time, "
@@ -95,12 +95,12 @@ class EncodecQuantizer:
         self.offsets = torch.arange(self.codebooks).unsqueeze(1) * cfg.bins
 
     @classmethod
-    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "EncodecQuantizer":
+    def fit(cls, recipe: TokenizerRecipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "EncodecQuantizer":
         # A pretrained codec has nothing to learn; fitting checks the checkpoint loads.
         return cls.load(recipe, workdir)
 
     @classmethod
-    def load(cls, recipe: Recipe, tokdir: Path) -> "EncodecQuantizer":
+    def load(cls, recipe: TokenizerRecipe, tokdir: Path) -> "EncodecQuantizer":
         return cls(recipe.encodec, load_encodec_model(recipe.encodec))
 
     def extract_features(self, wav: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import DISCRETIZERS
 from .extractors import FeatureExtractor, build_features
-from .recipe import KMeansConfig, Recipe
+from .tokenizer_recipe import KMeansConfig, TokenizerRecipe
 
 
 class FrameSampler:
@@ -177,7 +177,7 @@ class KMeansQuantizer:
         self.frame_rate = features.frame_rate
 
     @classmethod
-    def fit(cls, recipe: Recipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "KMeansQuantizer":
+    def fit(cls, recipe: TokenizerRecipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "KMeansQuantizer":
         cfg = recipe.kmeans
         KMEANS_BACKENDS.get(cfg.backend)  # an unknown backend fails before hours of features
         features = build_features(cfg.features)
@@ -189,7 +189,7 @@ class KMeansQuantizer:
         return cls(features, kmeans)
 
     @classmethod
-    def load(cls, recipe: Recipe, tokdir: Path) -> "KMeansQuantizer":
+    def load(cls, recipe: TokenizerRecipe, tokdir: Path) -> "KMeansQuantizer":
         cfg = recipe.kmeans
         features = build_features(cfg.features)
         path = tokdir / cls.CENTROIDS

@@ -30,8 +30,8 @@ from ..io import sha256_file, sha256_json
 from ..tokenizer_meta import TokenizerMeta
 from .base import DISCRETIZERS, Quantizer, single_threaded
 from .postprocess import UnitBPE, dedup
-from .recipe import Recipe, load_recipe
 from .source import iter_waveforms
+from .tokenizer_recipe import TokenizerRecipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 
@@ -41,7 +41,7 @@ class SpeechTokenizer:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, meta: TokenizerMeta, recipe: Recipe, quantizer: Quantizer, bpe: UnitBPE | None = None):
+    def __init__(self, meta: TokenizerMeta, recipe: TokenizerRecipe, quantizer: Quantizer, bpe: UnitBPE | None = None):
         self.meta = meta
         self.recipe = recipe
         self.quantizer = quantizer
@@ -135,7 +135,7 @@ def _frame_units(
         yield dedup(units)[0] if dedup_runs else units
 
 
-def _content_hash(rec: Recipe, files: dict[str, Path]) -> str:
+def _content_hash(rec: TokenizerRecipe, files: dict[str, Path]) -> str:
     # The recipe plus the bytes of every file that defines the units: two fits that would
     # produce different units never share a hash.
     return sha256_json({"recipe": to_dict(rec), "files": {name: sha256_file(p) for name, p in sorted(files.items())}})

@@ -61,12 +61,17 @@ class LMConfig(TrainingConfig):
 # ---- the prefix LM and its two pre-training stages --------------------------------------
 
 
-def _optim(**kwargs) -> OptimConfig:
-    return OptimConfig(**{"weight_decay": 0.01, "warmup_steps": 100, "max_steps": 1000, **kwargs})
+@dataclass
+class SmallStageConfig(TrainingConfig):
+    """The shared defaults of the three stages below: short runs, light weight decay."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.01, warmup_steps=100, max_steps=1000))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(every_steps=200, batch_size=16))
 
 
-def _eval() -> EvalConfig:
-    return EvalConfig(every_steps=200, batch_size=16)
+def _check_mels(mel: MelConfig, encoder: EncoderConfig, where: str) -> None:
+    if mel.n_mels != encoder.n_mels:
+        raise ConfigError(f"mel.n_mels ({mel.n_mels}) and {where}.n_mels ({encoder.n_mels}) differ")
 
 
 @dataclass
@@ -93,11 +98,9 @@ class CTCDataConfig(AudioDataConfig):
 
 
 @dataclass
-class CTCEncoderConfig(TrainingConfig):
+class CTCEncoderConfig(SmallStageConfig):
     """CTC pre-training of the speech encoder on the transcripts' characters."""
 
-    optim: OptimConfig = field(default_factory=_optim)
-    eval: EvalConfig = field(default_factory=_eval)
     data: CTCDataConfig = field(default_factory=CTCDataConfig)
     mel: MelConfig = field(default_factory=MelConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -105,8 +108,7 @@ class CTCEncoderConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mel.n_mels != self.encoder.n_mels:
-            raise ConfigError(f"mel.n_mels ({self.mel.n_mels}) and encoder.n_mels ({self.encoder.n_mels}) differ")
+        _check_mels(self.mel, self.encoder, "encoder")
 
 
 @dataclass
@@ -118,11 +120,9 @@ class TextDataConfig(AudioDataConfig):
 
 
 @dataclass
-class TextLMConfig(TrainingConfig):
+class TextLMConfig(SmallStageConfig):
     """Text-LM pre-training of a decoder (the GPT-2 analogue)."""
 
-    optim: OptimConfig = field(default_factory=_optim)
-    eval: EvalConfig = field(default_factory=_eval)
     data: TextDataConfig = field(default_factory=TextDataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="tiny"))
     out_dir: str = "runs/prefix_textlm"
@@ -140,11 +140,9 @@ class PrefixDataConfig(AudioDataConfig):
 
 
 @dataclass
-class PrefixLMConfig(TrainingConfig):
+class PrefixLMConfig(SmallStageConfig):
     """Spectron training of the prefix LM: speech encoder prefix -> decoder -> text and frames."""
 
-    optim: OptimConfig = field(default_factory=_optim)
-    eval: EvalConfig = field(default_factory=_eval)
     data: PrefixDataConfig = field(default_factory=PrefixDataConfig)
     mel: MelConfig = field(default_factory=MelConfig)
     model: PrefixModelConfig = field(default_factory=PrefixModelConfig)
@@ -153,8 +151,7 @@ class PrefixLMConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mel.n_mels != self.model.encoder.n_mels:
-            raise ConfigError(f"mel.n_mels ({self.mel.n_mels}) and model.encoder.n_mels ({self.model.encoder.n_mels}) differ")
+        _check_mels(self.mel, self.model.encoder, "model.encoder")
         if self.model.bridge.name == "ctc" and self.loss.w_ctc == 0 and not self.model.encoder_init:
             raise ConfigError(
                 "model.bridge.name=ctc needs a trained CTC head: set loss.w_ctc > 0 or model.encoder_init "

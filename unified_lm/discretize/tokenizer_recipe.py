@@ -109,7 +109,7 @@ class PostConfig:
 
 
 @dataclass
-class Recipe:
+class TokenizerRecipe:
     name: str
     kind: str  # the discretizer registry name; its section below must be set
     kmeans: KMeansConfig | None = None
@@ -134,9 +134,9 @@ class Recipe:
         self.post.check()
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TokenizerRecipe:
     """Reads a recipe, applies ``a.b=value`` overrides and checks it; errors name the file."""
-    recipe = load_config(Recipe, path, list(overrides))
+    recipe = load_config(TokenizerRecipe, path, list(overrides))
     try:
         recipe.check()
     except ConfigError as e:
