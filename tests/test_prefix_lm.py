@@ -300,6 +300,27 @@ def test_cli_decode_names_the_manifest_each_checkpoint_kind_needs(trained, judge
     assert not (tmp_path / "h.jsonl").exists()
 
 
+def test_cli_decode_scores_a_ctc_encoder_by_greedy_ctc(pretrained, corpus, tmp_path, capsys):
+    encoder = pretrained[0]
+    out = tmp_path / "ctc.hyp.jsonl"
+    assert cli.main(["decode", "--checkpoint", str(encoder), "--manifest", str(corpus["test"]), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    scores = json.loads((tmp_path / "ctc.hyp.scores.json").read_text())
+    assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in corpus["test"].read_text().splitlines()]
+    assert scores["task"] == "ctc_asr" and scores["num_utts"] == len(rows) and 0 <= scores["cer"]
+    # Its hypotheses are the greedy CTC read-out the ctc recipe scores on dev.
+    from unified_lm.audio.mel import MelFrontend
+    from unified_lm.models import load_encoder_checkpoint
+    from unified_lm.prefix_lm.inference import transcribe_ctc
+    from unified_lm.prefix_lm.utterances import load_utterances
+
+    enc, chars, mel = load_encoder_checkpoint(encoder)
+    utts = load_utterances(corpus["test"], MelFrontend(mel), mode="asr")
+    assert [r["hyp"] for r in rows] == transcribe_ctc(enc, chars, [u.feats for u in utts], batch_size=1)
+    assert cli.main(["decode", "--checkpoint", str(encoder), "--units", str(corpus["test"]), "--out", str(out)]) == 2
+    assert "a CTC encoder transcribes audio" in capsys.readouterr().err
+
+
 def test_ctc_pretraining_with_speed_perturbation(corpus, tmp_path):
     from unified_lm.audio.mel import MelConfig, MelFrontend
     from unified_lm.prefix_lm.utterances import load_utterances

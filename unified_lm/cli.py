@@ -101,10 +101,16 @@ def cmd_discretize_merge(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     # The checkpoint decides the input: a discrete-token decoder reads units, a prefix LM
-    # (continuous path) hears the audio itself.
-    from .models import is_prefix_checkpoint
+    # (continuous path) or a CTC-trained encoder hears the audio itself.
+    from .models import ENCODER_WEIGHTS, is_prefix_checkpoint
 
-    if is_prefix_checkpoint(args.checkpoint):
+    if (args.checkpoint / ENCODER_WEIGHTS).is_file():
+        if args.manifest is None:
+            raise ConfigError(f"{args.checkpoint}: a CTC encoder transcribes audio: give the audio manifest with --manifest")
+        from .prefix_lm.inference import decode_ctc_asr
+
+        scores = decode_ctc_asr(args.checkpoint, args.manifest, args.out, batch_size=args.batch_size)
+    elif is_prefix_checkpoint(args.checkpoint):
         if args.manifest is None:
             raise ConfigError(
                 f"{args.checkpoint}: a prefix-LM (continuous) checkpoint transcribes audio: "
@@ -284,12 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", add_help=False, help="train a recipe: lm, ctc, textlm or prefix (python -m unified_lm.train)")
 
     s = sub.add_parser(
-        "decode", help="decode a unit manifest (or, for a prefix LM, an audio manifest) and score WER/CER"
+        "decode", help="decode a unit manifest (or, for a prefix LM or CTC encoder, an audio manifest) and score WER/CER"
     )
     s.add_argument("--checkpoint", required=True, type=Path)
     source = s.add_mutually_exclusive_group(required=True)
     source.add_argument("--units", type=Path, help="a unit manifest, for a discrete-token checkpoint")
-    source.add_argument("--manifest", type=Path, help="an audio manifest, for a prefix-LM (continuous) checkpoint")
+    source.add_argument("--manifest", type=Path, help="an audio manifest, for a prefix-LM or CTC-encoder checkpoint")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--beam", type=int, default=1)

@@ -30,10 +30,11 @@ from ..decode import check_decode_args, write_decoded
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..losses.spectrogram import IGNORE, SpectronLoss
-from ..models import eval_mode, load_prefix_checkpoint
+from ..models import eval_mode, load_encoder_checkpoint, load_prefix_checkpoint
 from ..models.prefix import PrefixEncoder, PrefixLM
+from ..models.prefix.model import utterance_norm
 from ..scoring import asr_rows
-from ..vocab import UnifiedVocab
+from ..vocab import CharVocab, UnifiedVocab
 from .utterances import Packer, Utterance, batches, load_utterances
 
 
@@ -296,6 +297,35 @@ def decode_prefix_asr(
     hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam)
     rows, scores = asr_rows(utts, hyps)
     return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def transcribe_ctc(encoder: PrefixEncoder, chars: CharVocab, feats: Sequence[Tensor], batch_size: int = 16) -> list[str]:
+    """Greedy CTC read-out of a CTC-trained encoder: collapse repeats, drop blanks."""
+    encoder.eval()
+    hyps = []
+    for k in tqdm(range(0, len(feats), batch_size), desc="ctc asr", unit="batch", leave=False):
+        group = [f.to(_device()) for f in feats[k : k + batch_size]]
+        lengths = torch.tensor([f.size(0) for f in group], device=_device())
+        padded = torch.nn.utils.rnn.pad_sequence(group, batch_first=True)
+        states, out_lengths = encoder(utterance_norm(padded, lengths), lengths)
+        best = encoder.ctc_logits(states).argmax(-1)
+        hyps += [chars.decode_ctc(row[:n].tolist()) for row, n in zip(best, out_lengths.tolist())]
+    return hyps
+
+
+def decode_ctc_asr(checkpoint: str | Path, audio_manifest: str | Path, out: str | Path, batch_size: int = 16) -> dict[str, Any]:
+    """Transcribes an audio manifest with a CTC-trained encoder (the ``ctc`` recipe's
+    ``best/``) and scores it like ``decode``: how well the encoder hears, per voice,
+    before any unit or decoder is involved."""
+    check_decode_args(out, audio_manifest, batch_size, 1, 1)
+    require_audio_manifest(audio_manifest)
+    encoder, chars, mel = load_encoder_checkpoint(checkpoint)
+    encoder.to(_device())
+    utts = load_utterances(audio_manifest, MelFrontend(mel), mode="asr")
+    start = time.perf_counter()
+    rows, scores = asr_rows(utts, transcribe_ctc(encoder, chars, [u.feats for u in utts], batch_size))
+    return write_decoded(out, rows, scores, "ctc_asr", checkpoint, audio_manifest, 1, time.perf_counter() - start)
 
 
 def mel_config(train_config: dict[str, Any], checkpoint: str | Path) -> MelConfig:

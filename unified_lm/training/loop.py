@@ -177,26 +177,29 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
         _evaluate(task, model, cfg, state, metrics, bar, accelerator, out)
         save()
     metrics.close()
-    seconds = time.perf_counter() - started
-    summary = {
+    summary = _summary(task, state, accelerator, out, time.perf_counter() - started, session_size)
+    if main:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _summary(task: Task, state: TrainState, accelerator: Accelerator, out: Path, seconds: float, size: int) -> dict[str, Any]:
+    return {
         "out_dir": str(out),
         "steps": state.step,
         "epochs": state.epoch + state.position / max(task.batches_per_epoch, 1),
-        "num_params": count_parameters(accelerator.unwrap_model(model)),
+        "num_params": count_parameters(accelerator.unwrap_model(task.model)),
         "world_size": accelerator.num_processes,
         f"best_dev_{task.metric}": state.best,
         "best_step": state.best_step,
         "best_dev": state.best_scores,
         "last_train": {k: v for k, v in state.logged.items() if k != "step"},
         "session_seconds": round(seconds, 1),  # this run, not the ones it resumed
-        f"session_{task.unit}_per_s": session_size / seconds if seconds > 0 else None,
+        f"session_{task.unit}_per_s": size / seconds if seconds > 0 else None,
         **task.facts,
     }
-    if main:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
 
 
 def _start(recipe: TrainingRecipe, cfg: TrainingConfig, accelerator: Accelerator, out: Path, resuming: bool) -> Task:
