@@ -44,7 +44,11 @@ def build_parser(prog: str, recipe: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "python -m unified_lm.train") -> int:
     """Parses, trains, and returns the exit status: 2 on bad input, 130 on Ctrl-C."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    recipe = argv.pop(0) if argv and argv[0] in NAMES else "lm"
+    # The first word names the recipe unless it is an option or an override (then: lm).
+    recipe = argv.pop(0) if argv and not argv[0].startswith("-") and "=" not in argv[0] else "lm"
+    if recipe not in NAMES:
+        print(f"{prog}: error: unknown recipe {recipe!r}; known: {', '.join(NAMES)}", file=sys.stderr)
+        return 2
     args = build_parser(prog, recipe).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
