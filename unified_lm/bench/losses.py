@@ -42,7 +42,7 @@ from ..losses import LOSSES, LossConfig
 from .report import BootstrapSettings, write_report
 
 if TYPE_CHECKING:
-    from ..recipes.configs import LMConfig as TrainConfig
+    from ..recipes.configs import LMConfig
 
 logger = logging.getLogger("unified_lm.bench")
 
@@ -119,7 +119,7 @@ class LossGridConfig:
     out_dir: str = "runs/bench/loss_comparison"
 
 
-def check_grid(cfg: LossGridConfig) -> TrainConfig:
+def check_grid(cfg: LossGridConfig) -> LMConfig:
     """Fails fast on a grid no run can use; returns the base training config."""
     c = cfg.corpus
     given = [p is not None for p in (c.train, c.dev, c.test)]
@@ -153,10 +153,10 @@ def check_grid(cfg: LossGridConfig) -> TrainConfig:
         raise ConfigError(f"train.max_steps: must be >= 1, got {cfg.train.max_steps}")
     if cfg.estimate_step_seconds is not None and cfg.estimate_step_seconds <= 0:
         raise ConfigError(f"estimate_step_seconds: must be > 0, got {cfg.estimate_step_seconds}")
-    from ..recipes.configs import LMConfig as TrainConfig
+    from ..recipes.configs import LMConfig
 
     budget = [] if cfg.train.max_steps is None else [f"optim.max_steps={cfg.train.max_steps}"]
-    base = load_config(TrainConfig, cfg.train.recipe, [*cfg.train.overrides, *budget])
+    base = load_config(LMConfig, cfg.train.recipe, [*cfg.train.overrides, *budget])
     # Local weights the training reads are checked now, not when the first cell fails on them.
     for what, path in (("model.init_from", base.model.init_from), ("data.text_tokenizer", base.data.text_tokenizer)):
         if path and not Path(path).exists():
@@ -305,7 +305,7 @@ class Cell:
     seed: int
     sweep: bool  # an alpha-sweep cell (it may also be the first seed's sld cell: same hash, same dir)
     spec: dict[str, Any]  # what the hash covers: the resolved config without paths
-    train: dict[str, Any]  # the TrainConfig, paths included
+    train: dict[str, Any]  # the LMConfig, paths included
     evals: dict[str, str]  # evaluation name -> unit manifest
     decode: dict[str, Any]
     launch: list[str]
@@ -320,7 +320,7 @@ class Cell:
         return Path(self.dir) / RESULT_FILE
 
 
-def cell_hash_spec(train_cfg: TrainConfig, tok: PreparedTokenizer, cfg: LossGridConfig) -> dict[str, Any]:
+def cell_hash_spec(train_cfg: LMConfig, tok: PreparedTokenizer, cfg: LossGridConfig) -> dict[str, Any]:
     """The resolved config a cell is identified by. Paths are left out: they follow from the
     rest, and leaving them out lets results move between directories and machines."""
     train = to_dict(train_cfg)
@@ -341,7 +341,7 @@ def _slug(key: str) -> str:
 
 
 def make_cell(
-    cfg: LossGridConfig, base: TrainConfig, tok: PreparedTokenizer, loss: LossConfig, seed: int, out: Path,
+    cfg: LossGridConfig, base: LMConfig, tok: PreparedTokenizer, loss: LossConfig, seed: int, out: Path,
     alpha: float | None = None, sweep: bool = False,
 ) -> Cell:
     train = copy.deepcopy(base)
@@ -374,7 +374,7 @@ def read_result(cell: Cell) -> dict[str, Any] | None:
     return json.loads(cell.result_path.read_text()) if cell.result_path.is_file() else None
 
 
-def _train(cfg: TrainConfig, launch: list[str], cell_dir: Path) -> dict[str, Any]:
+def _train(cfg: LMConfig, launch: list[str], cell_dir: Path) -> dict[str, Any]:
     if not launch:
         from ..train import train
 
@@ -435,10 +435,10 @@ def read_curves(metrics: Path) -> dict[str, dict[str, list]]:
 def run_cell(cell: Cell) -> dict[str, Any]:
     """Trains the cell (resuming a killed run), decodes dev/test/degraded with the best
     checkpoint; returns the result that ``run_loss_grid`` writes to ``result.json``."""
-    from ..recipes.configs import LMConfig as TrainConfig
+    from ..recipes.configs import LMConfig
 
     start = time.perf_counter()
-    cfg = from_dict(TrainConfig, cell.train, where=f"cell {cell.key}")
+    cfg = from_dict(LMConfig, cell.train, where=f"cell {cell.key}")
     summary = _train(cfg, cell.launch, Path(cell.dir))
     best = Path(cfg.out_dir) / "best"
     evals = {
@@ -541,7 +541,7 @@ def _sweeping(cfg: LossGridConfig, loss: LossConfig) -> bool:
     return loss.name == "sld" and bool(cfg.alpha_sweep)
 
 
-def first_phase(cfg: LossGridConfig, base: TrainConfig, toks: list[PreparedTokenizer], out: Path) -> list[Cell]:
+def first_phase(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], out: Path) -> list[Cell]:
     """Cells that need nothing else: every (tokenizer, loss, seed) but sweeping sld's, and the sweep."""
     cells = []
     for tok in toks:
@@ -574,7 +574,7 @@ def choose_alpha(sweep_cells: list[Cell]) -> tuple[float | None, dict[float, dic
 
 
 def second_phase(
-    cfg: LossGridConfig, base: TrainConfig, toks: list[PreparedTokenizer], phase1: list[Cell], out: Path
+    cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], phase1: list[Cell], out: Path
 ) -> tuple[list[Cell], dict[str, dict], list[str]]:
     """The seeded sld cells of every tokenizer whose sweep is done (its alpha chosen on dev),
     the sweep's report, and the keys of the seeded sld cells still waiting for their alpha."""
@@ -600,7 +600,7 @@ def second_phase(
 
 
 def estimate(
-    cfg: LossGridConfig, base: TrainConfig, toks: list[PreparedTokenizer], phase1: list[Cell],
+    cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], phase1: list[Cell],
     here: Callable[[str], bool], jobs: int,
 ) -> str:
     """One line: the trainings of the grid, those this run has left (``here``: the keys of this
@@ -635,7 +635,7 @@ def _say(line: str, progress: bool) -> None:
         logger.info(line)
 
 
-def _header(cfg: LossGridConfig, base: TrainConfig, toks: list[PreparedTokenizer], done: int, total: int) -> list[str]:
+def _header(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], done: int, total: int) -> list[str]:
     corpus = (
         f"synthetic, {cfg.corpus.synth.num_utts} sentences, seed {cfg.corpus.synth.seed}"
         if cfg.corpus.synth

@@ -18,14 +18,12 @@ import torch
 from accelerate import Accelerator
 
 from ..audio.mel import MelFrontend
-from ..config import from_dict
 from ..losses import LOSSES
 from ..losses.spectrogram import SpectronLoss
 from ..models import (
     build_model,
     load_encoder_checkpoint,
     load_prefix_weights,
-    read_train_config,
     write_prefix_checkpoint,
 )
 from ..models.prefix import PrefixLM
@@ -34,7 +32,7 @@ from ..prefix_lm.utterances import Packer, Utterance, batches, dev_or_head, fram
 from ..training import Task, TrainingRecipe
 from ..vocab import CharVocab, UnifiedVocab
 from .batching import epoch_rng, per_rank, shard
-from .configs import CTCEncoderConfig, PrefixLMConfig
+from .configs import PrefixLMConfig
 
 logger = logging.getLogger("unified_lm.recipes.prefix")
 
@@ -55,10 +53,10 @@ def resolve_vocab(cfg: PrefixLMConfig, train: Sequence[Utterance], out: Path) ->
 def adopt_encoder_settings(cfg: PrefixLMConfig) -> None:
     """With ``model.encoder_init``, the encoder shape, mel front end and characters must be
     those the encoder was pre-trained with: take them from its directory."""
-    enc_cfg = from_dict(CTCEncoderConfig, read_train_config(cfg.model.encoder_init), f"{cfg.model.encoder_init}: train config")
-    if enc_cfg.encoder != cfg.model.encoder or enc_cfg.mel != cfg.mel:
+    encoder, _, mel = load_encoder_checkpoint(cfg.model.encoder_init)
+    if encoder.cfg != cfg.model.encoder or mel != cfg.mel:
         logger.warning("using the encoder and mel settings of %s, not those of the config", cfg.model.encoder_init)
-    cfg.model.encoder, cfg.mel = enc_cfg.encoder, enc_cfg.mel
+    cfg.model.encoder, cfg.mel = encoder.cfg, mel
 
 
 def build_prefix_model(cfg: PrefixLMConfig, vocab: UnifiedVocab, train: Sequence[Utterance]) -> tuple[PrefixLM, CharVocab]:
