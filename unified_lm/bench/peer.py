@@ -17,6 +17,7 @@ import importlib.util
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,7 +58,8 @@ def transcribe_peer(records: Sequence[AudioRecord], manifest: str | Path, jobs: 
     _decoder()  # fail here, with the install hint, rather than in a worker
     paths = [str(r.audio_path(manifest)) for r in records]
     chunks = [paths[i::jobs] for i in range(jobs)]
-    with ProcessPoolExecutor(jobs) as pool:
+    # Spawned, not forked: a fork after torch has started its threads can deadlock the workers.
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         parts = list(pool.map(_transcribe_chunk, chunks))
     hyps = [""] * len(paths)
     for i, part in enumerate(parts):

@@ -34,6 +34,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,7 +162,8 @@ def _render_all(chunks: list[tuple[str, list[RenderJob]]], jobs: int, progress: 
             for voice, batch in chunks:
                 bar.update(_render_chunk(voice, batch))
             return
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Spawned, not forked: a fork after torch has started its threads can deadlock the workers.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_render_chunk, voice, batch) for voice, batch in chunks]
             try:
                 for future in as_completed(futures):
