@@ -7,7 +7,16 @@ from _prefix_util import TINY_DECODER, TINY_ENCODER, TINY_SPECTROGRAM
 from unified_lm.config import from_dict
 from unified_lm.losses.spectrogram import IGNORE
 from unified_lm.models.decoder import build_model
-from unified_lm.models.prefix import EncoderConfig, Kind, PackedBatch, PrefixEncoder, PrefixLM, PrefixModelConfig
+from unified_lm.models.prefix import (
+    EncoderConfig,
+    Kind,
+    PackedBatch,
+    PrefixEncoder,
+    PrefixLM,
+    PrefixModelConfig,
+    SpecAugmentConfig,
+)
+from unified_lm.models.prefix.encoder import warp_frequencies
 from unified_lm.prefix_lm.inference import generate_frames, transcribe_prefix
 from unified_lm.prefix_lm.utterances import Packer, Utterance, frame_stats
 from unified_lm.vocab import CharVocab, UnifiedVocab
@@ -75,6 +84,26 @@ def test_specaugment_masks_only_in_training():
     feats = torch.ones(4, 200, 80)
     encoder.train()
     assert (encoder.specaugment(feats) == 0).any()
+    encoder.eval()
+    assert torch.equal(encoder.specaugment(feats), feats)
+
+
+def test_frequency_warp_stretches_each_utterance_by_its_factor():
+    feats = torch.arange(10.0).expand(2, 3, 10)  # every frame: bin f holds f
+    warped = warp_frequencies(feats, torch.tensor([1.0, 2.0]))
+    assert torch.equal(warped[0], feats[0])  # factor 1: unchanged
+    assert torch.allclose(warped[1], feats[1] / 2)  # factor 2: bin f takes bin f/2's value
+    squeezed = warp_frequencies(feats, torch.tensor([0.5, 0.5]))
+    assert squeezed[0, 0].tolist() == [0, 2, 4, 6, 8, 9, 9, 9, 9, 9]  # beyond the top bin: the top bin
+
+
+def test_frequency_warp_runs_in_training_only():
+    warp_only = SpecAugmentConfig(num_freq_masks=0, num_time_masks=0, freq_warp=0.2)
+    cfg = EncoderConfig(**TINY_ENCODER, specaugment=warp_only)
+    encoder = PrefixEncoder(cfg, num_chars=10)
+    feats = torch.arange(80.0).expand(4, 50, 80)
+    encoder.train()
+    assert not torch.equal(encoder.specaugment(feats), feats)
     encoder.eval()
     assert torch.equal(encoder.specaugment(feats), feats)
 

@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="synthesize, discretize, train, decode and print a WER table")
     s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")
-    s.add_argument("--full", action="store_true", help="the longer, better-scoring run: 2-4x the steps, PocketSphinx scored beside it")
+    s.add_argument("--full", action="store_true", help="the longer, better-scoring run: 10,000 utterances, 2-2.5x the steps, PocketSphinx scored beside it")
     s.add_argument("--peer", action="store_true", help="also score PocketSphinx on the same test audio (on with --full)")
     s.add_argument("overrides", nargs="*", help="training overrides, key=value")
     s.set_defaults(fn=cmd_demo)

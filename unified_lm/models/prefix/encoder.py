@@ -33,6 +33,10 @@ class SpecAugmentConfig:
     time_mask: int = 20  # widest time mask, in input frames (10 ms)
     num_time_masks: int = 2
     max_time_ratio: float = 0.2  # no time mask covers more than this share of an utterance
+    # Frequency warping (VTLP-like, Jaitly & Hinton 2013): each utterance's mel axis is
+    # stretched by a factor drawn from [1 - w, 1 + w], as a longer or shorter vocal tract
+    # shifts the formants. 0 turns it off.
+    freq_warp: float = 0.0
 
 
 @dataclass
@@ -52,6 +56,7 @@ class EncoderConfig:
 class SpecAugment(nn.Module):
     def __init__(self, cfg: SpecAugmentConfig):
         super().__init__()
+        self.freq_warp = cfg.freq_warp
         # iid_masks: every utterance of a batch gets its own masks.
         self.freq = nn.ModuleList(
             torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=True) for _ in range(cfg.num_freq_masks)
@@ -65,10 +70,24 @@ class SpecAugment(nn.Module):
         """``feats`` [B, T, F] -> same shape; identity in eval mode."""
         if not self.training:
             return feats
+        if self.freq_warp > 0:
+            feats = warp_frequencies(feats, 1 + self.freq_warp * (2 * torch.rand(feats.size(0)) - 1))
         x = feats.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T], the layout torchaudio masks expect
         for mask in [*self.freq, *self.time]:
             x = mask(x)
         return x.squeeze(1).transpose(1, 2)
+
+
+def warp_frequencies(feats: Tensor, factors: Tensor) -> Tensor:
+    """``feats`` [B, T, F] with utterance b's frequency axis stretched by ``factors[b]``:
+    bin f takes the (linearly interpolated) value at f / factor, the top bin where that
+    falls beyond it."""
+    bins = feats.size(-1)
+    source = (torch.arange(bins, dtype=feats.dtype) / factors.to(feats.dtype).unsqueeze(1)).clamp(max=bins - 1)
+    low = source.floor().long().clamp(max=bins - 2)
+    frac = (source - low).to(feats.device).unsqueeze(1)  # [B, 1, F]
+    low = low.to(feats.device).unsqueeze(1).expand(-1, feats.size(1), -1)  # [B, T, F]
+    return torch.lerp(feats.gather(-1, low), feats.gather(-1, low + 1), frac)
 
 
 class ConvSubsampling(nn.Module):
