@@ -12,6 +12,7 @@ TOY = DemoScale(
     tokenizer=FULL.tokenizer,
     tokenizer_overrides=("kmeans.k=8",),
     ctc_steps=2,
+    ctc_overrides=("optim.lr=4e-3",),
     train_overrides=("model.preset=tiny", "data.text_vocab_size=300", "eval.max_utts=4", "data.max_tokens=512"),
 )
 
@@ -30,6 +31,7 @@ def test_full_shape_runs_end_to_end_then_skips_what_is_done(tmp_path, capsys):
     meta = json.loads((out / "tok" / "meta.json").read_text())
     assert meta["num_units"] == 8 and meta["frame_rate"] == 25.0
     assert (out / "ctc-encoder" / "best").is_dir()
+    assert "lr: 0.004" in (out / "ctc-encoder" / "config.yaml").read_text()  # the scale's encoder settings
     scores = first["scores"]
     assert scores["num_utts"] == len((out / "corpus" / "test.jsonl").read_text().splitlines())
     assert set(scores["subsets"]) == {"seen_voice", "heldout_voice"}
