@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
+import yaml
 from _prefix_util import TINY_DECODER, TINY_ENCODER, TINY_RUN, TINY_SPECTROGRAM, write_corpus
 
 from unified_lm import cli
-from unified_lm.config import from_dict
+from unified_lm.config import from_dict, to_dict
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.models import load_prefix_checkpoint
 from unified_lm.prefix_lm.inference import continue_speech, decode_prefix_asr
@@ -96,6 +98,8 @@ def test_decode_prefix_asr_scores_every_utterance(trained, corpus, tmp_path):
     scores = decode_prefix_asr(out / "best", corpus["test"], tmp_path / "test.hyp.jsonl", max_new_tokens=8)
     rows = [json.loads(x) for x in (tmp_path / "test.hyp.jsonl").read_text().splitlines()]
     assert scores["num_utts"] == len(rows) == 2
+    # The conv bridge's two stride-2 layers after the encoder's 4x subsampling: 100 / 16 a second.
+    assert 4 < scores["prefix_per_s"] <= 100 / 16
     assert {"id", "ref", "hyp", "errors", "ref_words"} <= set(rows[0])
     assert json.loads((tmp_path / "test.hyp.scores.json").read_text())["wer"] == scores["wer"]
 
@@ -111,12 +115,17 @@ def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
         "textlm": {"model": TINY_DECODER, **TINY_RUN, "data": {"text_vocab_size": 280, "batch_size": 4}},
         "prefix": {"model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}, **TINY_RUN,
                    "data": {"batch_size": 4}},
-        "variants": ["full", "no_deriv"],
+        "variants": ["full", "full@1", "no_deriv"],
     }
     path = tmp_path / "ablation.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     results = run_prefix_ablation(path, tmp_path / "bench")
-    assert list(results["variants"]) == ["full", "no_deriv"]
+    assert list(results["variants"]) == ["full", "full@1", "no_deriv"]
+    # full@1 is the full variant with another seed: another model, the same recipe.
+    seeds = {v: yaml.safe_load((tmp_path / "bench" / "runs" / v / "config.yaml").read_text())["seed"] for v in ("full", "full@1")}
+    assert seeds == {"full": 0, "full@1": 1}
+    assert results["variants"]["full"]["text_ce"] != results["variants"]["full@1"]["text_ce"]
+    assert "full over 2 seeds: cont_logppl" in (tmp_path / "bench" / "results.md").read_text()
     for row in results["variants"].values():
         assert {"cont_logppl", "spec_l1", "prompt_wer"} <= set(row)
     assert "| no_deriv |" in (tmp_path / "bench" / "results.md").read_text()
@@ -335,3 +344,42 @@ def test_ctc_pretraining_with_speed_perturbation(corpus, tmp_path):
         assert abs(f.feats.shape[0] - p.feats.shape[0] / 1.1) <= 2
     with pytest.raises(ConfigError, match="speed_perturb"):
         from_dict(CTCEncoderConfig, {"data": {**data, "speed_perturb": [0.0]}})
+
+
+def test_asr_only_training_of_the_bridge_alone_keeps_both_pretrained_halves(corpus, pretrained, tmp_path):
+    """Hono et al. / SLAM-LLM: only the join between the two pre-trained halves learns first."""
+    from safetensors.torch import load_file
+
+    from unified_lm.models import load_encoder_checkpoint
+
+    encoder_dir, decoder_dir, _, _ = pretrained
+    cfg = to_dict(prefix_config(corpus, tmp_path / "run", encoder_init=str(encoder_dir)))
+    cfg["model"]["decoder"]["init_from"] = str(decoder_dir)
+    cfg["data"]["continuation"] = False
+    cfg["phases"] = [{"train": ["bridge", "projector"]}]
+    summary = train(from_dict(PrefixLMConfig, cfg))
+    assert summary["train_utts"] == 6  # whole utterances only: no continuation examples
+    assert set(summary["best_dev"]) == {"dev_loss", "dev_text_ce"}
+
+    model, _, _, _ = load_prefix_checkpoint(tmp_path / "run" / "best")
+    encoder, _, _ = load_encoder_checkpoint(encoder_dir)
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    lm = load_file(decoder_dir / "model.safetensors")
+    assert lm and all(torch.equal(model.decoder.state_dict()[k], v) for k, v in lm.items())
+
+
+def test_a_prefix_model_needs_something_to_train_on(corpus, tmp_path):
+    with pytest.raises(ConfigError, match="nothing to train on"):
+        from_dict(PrefixLMConfig, {"data": {"continuation": False, "full_utterance_asr": False}})
+
+
+@pytest.mark.parametrize("name", ["prefix_asr", "prefix_spectron"])
+def test_the_shipped_prefix_configs_load(name):
+    from unified_lm.config import load_config
+
+    cfg = load_config(PrefixLMConfig, Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml")
+    phases = cfg.resolved_phases()
+    assert phases[-1].end == cfg.optim.max_steps
+    if name == "prefix_asr":
+        assert not cfg.data.continuation and phases[0].train == ("bridge", "projector", "decoder")

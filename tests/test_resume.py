@@ -54,6 +54,7 @@ def _recipe_argv(recipe: str, tmp_path) -> list[str]:
         return ["lm", "--config", str(TINY_RECIPE), f"data.train={corpus['train']}", f"data.dev={corpus['dev']}",
                 f"data.tokenizer={corpus['tok']}", "data.max_tokens=64", "time_mask=0.2"]
     corpus = write_corpus(tmp_path / "data")
+    recipe, phases = recipe.split("+") if "+" in recipe else (recipe, None)
     config = tmp_path / f"{recipe}.yaml"
     data = {"train": str(corpus["train"]), "dev": str(corpus["dev"]), "batch_size": 2}
     sections = {
@@ -62,6 +63,8 @@ def _recipe_argv(recipe: str, tmp_path) -> list[str]:
         "prefix": {"data": {**data, "text_vocab_size": 280},
                    "model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}},
     }[recipe]
+    if phases:  # the bridge alone for 5 steps, then everything: resuming from step 4 crosses the switch
+        sections["phases"] = [{"steps": 5, "train": ["bridge", "projector"]}, {"lr": 5e-4}]
     config.write_text(json.dumps(sections))  # JSON is YAML
     return [recipe, "--config", str(config)]
 
@@ -76,7 +79,7 @@ def _comparable(run) -> list[dict]:
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("recipe", ["lm", "ctc", "textlm", "prefix"])
+@pytest.mark.parametrize("recipe", ["lm", "ctc", "textlm", "prefix", "prefix+phases"])
 def test_a_run_killed_with_sigkill_resumes_exactly(recipe, tmp_path):
     argv = _recipe_argv(recipe, tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from torch import nn
 
 import unified_lm
-from unified_lm.config import from_dict
+import unified_lm.training.loop as loop
+from unified_lm.config import from_dict, to_dict
+from unified_lm.errors import ConfigError
 from unified_lm.losses import LossOutput
 from unified_lm.recipes.batching import epoch_rng
 from unified_lm.training import Task, TrainingConfig, TrainingRecipe, fit
@@ -103,3 +106,88 @@ def test_exactly_one_function_steps_an_optimizer():
         if re.search(r"\b(optimizer|opt|optim)\.step\(\)", line)
     ]
     assert len(callers) == 1 and callers[0].startswith("training/loop.py:"), callers
+
+
+# ---- phases: freezing parts of the model, switching what is trained ----------------------
+
+
+def _phased(out: Path, phases: list[dict], checkpoint_every: int = 4) -> TrainingConfig:
+    cfg = to_dict(_config(out))
+    cfg["phases"], cfg["checkpoint"]["every_steps"], cfg["eval"]["every_steps"] = phases, checkpoint_every, checkpoint_every
+    return from_dict(TrainingConfig, cfg)
+
+
+def _recorded_recipe(initial: list, stop_at_call: int | None = None) -> TrainingRecipe:
+    """The toy recipe, recording the freshly built model's weights into ``initial``."""
+    recipe = _recipe(stop_at_call)
+
+    def setup(cfg, accelerator, resuming):
+        task = recipe.setup(cfg, accelerator, resuming)
+        initial.append({k: v.clone() for k, v in task.model.state_dict().items()})
+        return task
+
+    return TrainingRecipe("toy", TrainingConfig, setup, help="a toy task")
+
+
+def test_a_frozen_part_is_unchanged_and_the_optimizer_holds_only_the_trained_parts(tmp_path):
+    initial: list = []
+    fit(_recorded_recipe(initial), _phased(tmp_path, [{"train": ["2"]}]))
+    final = torch.load(tmp_path / "best" / "model.pt")
+    torch.testing.assert_close(final["0.weight"], initial[0]["0.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(final["0.bias"], initial[0]["0.bias"], rtol=0, atol=0)
+    assert not torch.equal(final["2.weight"], initial[0]["2.weight"])
+
+    model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.Linear(16, 1))
+    cfg = _phased(tmp_path / "x", [{"steps": 5, "train": ["2"]}, {"lr": 5e-4}])
+    accelerator = Accelerator(cpu=True)
+    _, optimizer, scheduler = loop._enter_phase(model, cfg, cfg.phase_at(0), accelerator)
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model[2].parameters()}
+    assert not any(p.requires_grad for p in model[0].parameters())
+    _, optimizer, scheduler = loop._enter_phase(model, cfg, cfg.phase_at(5), accelerator)
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in model.parameters()}
+    assert scheduler.base_lrs == [5e-4, 5e-4]
+
+
+def test_the_phase_switches_at_its_step_with_a_fresh_warm_up(tmp_path):
+    initial: list = []
+    fit(_recorded_recipe(initial), _phased(tmp_path, [{"steps": 6, "train": ["2"]}, {"lr": 5e-4}]))
+    train = [r for r in _metrics(tmp_path) if "mse" in r]
+    assert [r["phase"] for r in train] == [1] * 6 + [2] * 6
+    # optim.warmup_steps is 2: each phase's first step runs at lr 0, its second at half its peak.
+    assert train[6]["lr"] == 0.0 and train[7]["lr"] == pytest.approx(2.5e-4)
+    assert train[1]["lr"] == pytest.approx(0.5e-3)
+    final = torch.load(tmp_path / "best" / "model.pt")  # the last phase trained everything
+    assert not torch.equal(final["0.weight"], initial[0]["0.weight"])
+
+
+@pytest.mark.parametrize("switch, checkpoint_every", [(5, 4), (6, 3)], ids=["checkpoint-before-switch", "checkpoint-at-switch"])
+def test_a_run_interrupted_after_the_switch_resumes_exactly(tmp_path, switch, checkpoint_every):
+    phases = [{"steps": switch, "train": ["2"]}, {"lr": 5e-4}]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    fit(_recipe(), _phased(whole, phases, checkpoint_every))
+    with pytest.raises(Interrupted):
+        fit(_recipe(stop_at_call=8), _phased(split, phases, checkpoint_every))  # steps 1-7 done, in phase 2
+    # Resumed from a checkpoint in phase 1 (step 4) or at the switch itself (step 6).
+    assert json.loads((split / "last" / "trainer_state.json").read_text())["step"] == {5: 4, 6: 6}[switch]
+    fit(_recipe(), _phased(split, phases, checkpoint_every))
+    assert _metrics(split) == _metrics(whole)
+    for a, b in zip(torch.load(whole / "best" / "model.pt").values(), torch.load(split / "best" / "model.pt").values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("phases, message", [
+    ([{"steps": 5}, {"steps": 3}], "add up to optim.max_steps"),
+    ([{"train": ["0"]}, {"steps": 3}], "every phase but the last needs steps"),
+    ([{"steps": 12}, {}], "add up to optim.max_steps"),
+    ([{"train": []}], "names no part"),
+])
+def test_phases_that_do_not_fit_are_refused(tmp_path, phases, message):
+    with pytest.raises(ConfigError, match=message):
+        _phased(tmp_path, phases)
+
+
+def test_a_phase_naming_no_part_of_the_model_is_refused_with_the_parts(tmp_path):
+    with pytest.raises(ConfigError, match=r"\['decoder'\] name no part of the model; its parts: 0, 1, 2"):
+        fit(_recipe(), _phased(tmp_path / "run", [{"steps": 4}, {"train": ["decoder"]}]))
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -165,12 +165,20 @@ def pretrain(cfg: AblationConfig, data: dict[str, str], out: Path) -> tuple[Path
     return Path(ctc.out_dir) / "best", Path(lm.out_dir) / "best"
 
 
+def parse_variant(name: str) -> tuple[Variant, int | None]:
+    """``"full"`` or ``"full@2"`` (the same variant trained with seed 2, to see the noise)."""
+    base, _, seed = name.partition("@")
+    if base not in VARIANTS or (seed and not seed.isdigit()):
+        raise ConfigError(f"variants: unknown variant {name!r}; known: {list(VARIANTS)}, each optionally @SEED")
+    return VARIANTS[base], int(seed) if seed else None
+
+
 def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder: Path, decoder: Path, out: Path) -> PrefixLMConfig:
-    if name not in VARIANTS:
-        raise ConfigError(f"variants: unknown variant {name!r}; known: {list(VARIANTS)}")
-    v = VARIANTS[name]
+    v, seed = parse_variant(name)
     run = copy.deepcopy(cfg.prefix)
     run.data.train, run.data.dev, run.out_dir = data["train"], data["dev"], str(out / "runs" / name)
+    if seed is not None:
+        run.seed = seed
     run.data.vocab = str(decoder)  # every variant shares the text LM's ids
     # Random and pre-trained variants share one shape: the pre-training recipes'.
     run.model.encoder, run.mel = copy.deepcopy(cfg.ctc.encoder), cfg.ctc.mel
@@ -320,9 +328,8 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
     """Runs the ablation grid of ``config_path`` into ``out_dir``; returns
     ``{variants: {name: metrics}, bridges: {...}, table: markdown}``."""
     cfg = load_config(AblationConfig, config_path, overrides)
-    unknown = [v for v in cfg.variants if v not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"variants: unknown {unknown}; known: {list(VARIANTS)}")
+    for name in cfg.variants:
+        parse_variant(name)
     if bool(cfg.judge.checkpoint) != bool(cfg.judge.tokenizer):
         raise ConfigError("judge: give both checkpoint and tokenizer, or neither")
     out = Path(out_dir)
@@ -343,7 +350,7 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
             if cfg.judge.checkpoint:
                 metrics.update(judge_wer(best, data["test"], cfg.judge, Path(run.out_dir) / "judge"))
             atomic_write_text(metrics_file, json.dumps(metrics, indent=2) + "\n")
-        results[name] = {"description": VARIANTS[name].description, **json.loads(metrics_file.read_text())}
+        results[name] = {"description": parse_variant(name)[0].description, **json.loads(metrics_file.read_text())}
 
     columns = ["cont_logppl", "spec_l1", "text_ce", "prompt_wer"]
     if cfg.judge.checkpoint:
@@ -360,5 +367,20 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
         f"none {b['none']:.1f}, conv {b['conv']:.1f}, ctc {b['ctc']:.1f} "
         f"(x{b['reduction_none']:.0f}, x{b['reduction_conv']:.0f}, x{b['reduction_ctc']:.0f} shorter than the input).\n"
     )
-    atomic_write_text(out / "results.md", summary["table"] + bridges_md)
+    atomic_write_text(out / "results.md", summary["table"] + seed_spread(results, columns) + bridges_md)
     return summary
+
+
+def seed_spread(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> str:
+    """One line per variant trained with several seeds: the range of each metric, the
+    noise against which the other rows' differences are read."""
+    lines = []
+    for base in VARIANTS:
+        rows = [r for name, r in results.items() if name.partition("@")[0] == base]
+        if len(rows) > 1:
+            ranges = ", ".join(
+                f"{c} {min(r[c] for r in rows):.3f}-{max(r[c] for r in rows):.3f}"
+                for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)
+            )
+            lines.append(f"\n{base} over {len(rows)} seeds: {ranges}.\n")
+    return "".join(lines)

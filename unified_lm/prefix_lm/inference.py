@@ -98,13 +98,18 @@ def transcribe_prefix(
     batch_size: int = 16,
     max_new_tokens: int = 200,
     beam: int = 1,
+    prefix_lengths: list[int] | None = None,
 ) -> list[str]:
-    """Prefix ASR: ``[prefix] <asr>`` -> text until ``<cont>``, for log-mel ``feats``."""
+    """Prefix ASR: ``[prefix] <asr>`` -> text until ``<cont>``, for log-mel ``feats``.
+    Each utterance's prefix length is appended to ``prefix_lengths`` when given."""
     model.eval()
     asr, cont = vocab.task_id("asr"), vocab.task_id("cont")
     hyps = []
     for k in tqdm(range(0, len(feats), batch_size), desc="prefix asr", unit="batch", leave=False):
-        prompts = [_with_tokens(model, p, [asr]) for p in _prefixes(model, feats[k : k + batch_size])]
+        prefixes = _prefixes(model, feats[k : k + batch_size])
+        if prefix_lengths is not None:
+            prefix_lengths += [p.size(0) for p in prefixes]
+        prompts = [_with_tokens(model, p, [asr]) for p in prefixes]
         hyps += [vocab.decode_text(ids) for ids in generate_text(model, vocab, prompts, cont, max_new_tokens, beam)]
     return hyps
 
@@ -215,12 +220,11 @@ def evaluate_teacher_forced(
             err = (pred.frames_post - target.frames) * model.frame_std  # normalised -> log-mel units
             sums["l1"] += float(err.abs()[target.frame_mask].sum())
             sums["l1_n"] += int(target.frame_mask.sum()) * err.size(-1)
-    return {
-        "loss": sums["loss"] / max(sums["utts"], 1),
-        "text_ce": sums["text_nll"] / max(sums["text_n"], 1),
-        "cont_logppl": sums["cont_nll"] / max(sums["cont_n"], 1),
-        "spec_l1": sums["l1"] / max(sums["l1_n"], 1),
-    }
+    scores = {"loss": sums["loss"] / max(sums["utts"], 1), "text_ce": sums["text_nll"] / max(sums["text_n"], 1)}
+    if sums["cont_n"]:  # dev utterances with continuations (not an ASR-only run's)
+        scores["cont_logppl"] = sums["cont_nll"] / sums["cont_n"]
+        scores["spec_l1"] = sums["l1"] / max(sums["l1_n"], 1)
+    return scores
 
 
 def continue_speech(
@@ -294,8 +298,12 @@ def decode_prefix_asr(
     model.to(_device())
     utts = load_utterances(audio_manifest, MelFrontend(mel_config(cfg, checkpoint)), mode="asr")
     start = time.perf_counter()
-    hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam)
+    lengths: list[int] = []
+    hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam, lengths)
     rows, scores = asr_rows(utts, hyps)
+    # How long a prefix the bridge hands the decoder: vectors per second of audio.
+    seconds = sum(u.feats.size(0) for u in utts) / MelFrontend(mel_config(cfg, checkpoint)).cfg.frame_rate
+    scores["prefix_per_s"] = round(sum(lengths) / seconds, 2) if seconds else None
     return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
 
 

@@ -141,8 +141,13 @@ def dev_or_head(
 
 
 def frame_stats(utts: Sequence[Utterance]) -> tuple[Tensor, Tensor]:
-    """Per-mel-bin mean and standard deviation of all continuation frames."""
-    frames = torch.cat([u.cont_frames for u in utts if u.cont_frames is not None])
+    """Per-mel-bin mean and standard deviation of all continuation frames (0 and 1 when
+    there are none: an ASR-only model never predicts frames)."""
+    continuations = [u.cont_frames for u in utts if u.cont_frames is not None]
+    if not continuations:
+        n_mels = utts[0].feats.size(1) if utts else 1
+        return torch.zeros(n_mels), torch.ones(n_mels)
+    frames = torch.cat(continuations)
     return frames.mean(0), frames.std(0).clamp(min=1e-3)
 
 

@@ -133,10 +133,18 @@ class PrefixDataConfig(AudioDataConfig):
     # A continuation manifest (corpus synth --continuation). Also train ASR on whole
     # utterances (``audio``/``text``): the model then transcribes full utterances too.
     full_utterance_asr: bool = True
+    # False: no continuation examples, ASR on whole utterances only; then any audio
+    # manifest will do (the discrete path's corpus, say) and the spectrogram head idles.
+    continuation: bool = True
     # A saved UnifiedVocab for a decoder trained from scratch (with model.decoder.init_from
     # the decoder's own is used); default: a BPE trained on the training texts.
     vocab: str | None = None
     text_vocab_size: int = 1000
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.continuation or self.full_utterance_asr):
+            raise ConfigError("data.continuation and data.full_utterance_asr are both false: nothing to train on")
 
 
 @dataclass

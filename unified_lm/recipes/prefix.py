@@ -85,10 +85,11 @@ def adopt(cfg: PrefixLMConfig) -> None:
 
 def setup(cfg: PrefixLMConfig, accelerator: Accelerator, resuming: bool) -> Task:
     frontend = MelFrontend(cfg.mel)
-    train = load_utterances(cfg.data.train, frontend)
+    train = load_utterances(cfg.data.train, frontend) if cfg.data.continuation else []
     if cfg.data.full_utterance_asr:
         train += load_utterances(cfg.data.train, frontend, mode="asr")
-    dev = dev_or_head(cfg.data.dev, frontend, train, cfg.eval.max_utts, mode="continuation")
+    dev_mode = "continuation" if cfg.data.continuation else "asr"
+    dev = dev_or_head(cfg.data.dev, frontend, train, cfg.eval.max_utts, mode=dev_mode)
     vocab = resolve_vocab(cfg, train, Path(cfg.out_dir))
     model, chars = build_prefix_model(cfg, vocab, train)
     packer = Packer(vocab, chars, cfg.model.spectrogram.reduction, model.frame_mean, model.frame_std)

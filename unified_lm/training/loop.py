@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -33,7 +33,7 @@ from ..io import atomic_write_text
 from ..losses import LossOutput
 from ..models import count_parameters, existing_checkpoint, publish
 from .metrics import MetricsLog
-from .sections import OptimConfig, TrainingConfig
+from .sections import OptimConfig, Phase, TrainingConfig
 from .state import STATE_FILE, TrainState, check_same_config, load_last, save_last
 
 logger = logging.getLogger("unified_lm.training")
@@ -81,14 +81,31 @@ class TrainingRecipe:
     resolve: Callable[[Any], None] | None = None
 
 
-def adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def adamw(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW over the parameters that require gradients (the trained phase's)."""
     # nanoGPT's split: decay matrices, not biases, norms or 1-D gains.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    return torch.optim.AdamW(groups, lr=cfg.lr if lr is None else lr, betas=tuple(cfg.betas))
+
+
+def train_only(model: nn.Module, parts: Sequence[str]) -> int:
+    """Freezes every parameter outside ``parts`` (child-module names or dotted name
+    prefixes; "all": everything) and returns how many parameters stay trainable."""
+    # A module without parameters (the ctc bridge) is a valid part that trains nothing.
+    names = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_modules()]
+    unknown = [p for p in parts if p != "all" and not any(n == p or n.startswith(p + ".") for n in names)]
+    if unknown:
+        children = ", ".join(name for name, _ in model.named_children())
+        raise ConfigError(f"phases: {unknown} name no part of the model; its parts: {children}")
+    trained = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_("all" in parts or any(name == p or name.startswith(p + ".") for p in parts))
+        trained += param.numel() if param.requires_grad else 0
+    return trained
 
 
 def optimizer_step(optimizer, params, clip_norm: float, accelerator: Accelerator | None = None) -> None:
@@ -130,14 +147,10 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
     if last:
         check_same_config(cfg, out / "config.yaml")
     task = _start(recipe, cfg, accelerator, out, resuming=last is not None)
-    optimizer = adamw(task.model, cfg.optim)
-    scheduler = get_scheduler(
-        SCHEDULES[cfg.optim.schedule], optimizer,
-        num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.optim.max_steps,
-    )
-    # The scheduler is not prepared: accelerate would step it once per process per step.
-    model, optimizer = accelerator.prepare(task.model, optimizer)
     state = TrainState(world_size=accelerator.num_processes)
+    # A checkpoint holds the optimizer of the phase its step starts (see the switch below).
+    start_step = json.loads((last / STATE_FILE).read_text())["step"] if last else 0
+    model, optimizer, scheduler = _enter_phase(task.model, cfg, cfg.phase_at(start_step), accelerator)
     if last:
         state = load_last(last, task.load, model, optimizer, scheduler, accelerator)
         if state.step >= cfg.optim.max_steps and state.evaluated_step == state.step and (out / "summary.json").is_file():
@@ -158,12 +171,17 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
         lr = scheduler.get_last_lr()[0]
         result, size = _train_step(model, batches, optimizer, scheduler, task, cfg, state, accelerator)
         state.step += 1
+        if cfg.phase_at(state.step) != cfg.phase_at(state.step - 1):
+            # Switch before anything is saved, so that last/ at this step holds the new
+            # phase's fresh optimizer and scheduler, and a resume here starts the phase.
+            model, optimizer, scheduler = _enter_phase(model, cfg, cfg.phase_at(state.step), accelerator)
         size_since, session_size = size_since + size, session_size + size
         bar.update(1)
         bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}")
         if state.step % cfg.log_every_steps == 0 or state.step == cfg.optim.max_steps:
             now = time.perf_counter()
-            state.logged = {"step": state.step, "epoch": state.epoch, **result, "lr": lr,
+            phase = {"phase": cfg.phase_at(state.step - 1).index + 1} if cfg.phases else {}
+            state.logged = {"step": state.step, "epoch": state.epoch, **phase, **result, "lr": lr,
                             f"{task.unit}_per_s": size_since / (now - tick)}
             metrics.log(state.logged, "train")
             tick, size_since = now, 0
@@ -183,6 +201,29 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _enter_phase(model: nn.Module, cfg: TrainingConfig, phase: Phase, accelerator: Accelerator):
+    """Freezes what ``phase`` does not train; returns the (prepared) model, a new AdamW over
+    the trained parameters only, and a scheduler that warms up and decays over the phase."""
+    module = accelerator.unwrap_model(model)
+    trained = train_only(module, phase.train)
+    if cfg.phases:
+        logger.info("phase %d of %d, steps %d-%d: training %s (%s of %s parameters) at lr %.2e", phase.index + 1,
+                    len(cfg.phases), phase.start + 1, phase.end, ", ".join(phase.train), f"{trained:,}",
+                    f"{count_parameters(module):,}", phase.lr)
+    optimizer = adamw(module, cfg.optim, phase.lr)
+    length = phase.end - phase.start
+    scheduler = get_scheduler(
+        SCHEDULES[cfg.optim.schedule], optimizer,
+        num_warmup_steps=min(cfg.optim.warmup_steps, length), num_training_steps=length,
+    )
+    # DDP wraps only the parameters that require gradients: drop the previous phase's
+    # wrapper and optimizer and prepare again. The scheduler is not prepared: accelerate
+    # would step it once per process per step.
+    accelerator.free_memory()
+    model, optimizer = accelerator.prepare(module, optimizer)
+    return model, optimizer, scheduler
 
 
 def _summary(task: Task, state: TrainState, accelerator: Accelerator, out: Path, seconds: float, size: int) -> dict[str, Any]:
@@ -212,6 +253,8 @@ def _start(recipe: TrainingRecipe, cfg: TrainingConfig, accelerator: Accelerator
     set_seed(cfg.seed)
     try:
         task = recipe.setup(cfg, accelerator, resuming)
+        for phase in cfg.resolved_phases():  # every phase names parts of this model
+            train_only(task.model, phase.train)
     except UnifiedLMError:
         if main and not resuming:
             for path in set(out.iterdir()) - (before or set()):

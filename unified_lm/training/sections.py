@@ -58,12 +58,47 @@ class CheckpointConfig:
 
 
 @dataclass
+class PhaseConfig:
+    """A stretch of training that updates only some parts of the model, with its own
+    AdamW and its own warm-up and decay (SLAM-LLM and Hono et al. first train only the
+    bridge between two pre-trained halves, then everything at a lower learning rate)."""
+
+    steps: int | None = None  # optimizer steps; None (the last phase only): until optim.max_steps
+    # Top-level parts (the model's child modules: "encoder", "bridge", "decoder", ...) or
+    # dotted parameter-name prefixes; ["all"]: every parameter.
+    train: list[str] = field(default_factory=lambda: ["all"])
+    lr: float | None = None  # peak learning rate of the phase; None: optim.lr
+
+    def __post_init__(self):
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"phases: steps must be >= 1 (or null for the last phase), got {self.steps}")
+        if not self.train:
+            raise ConfigError("phases: train names no part; use [all] to train everything")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"phases: lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A resolved phase: which steps ``[start, end)`` it covers and what it trains."""
+
+    index: int
+    start: int
+    end: int
+    train: tuple[str, ...]
+    lr: float
+
+
+@dataclass
 class TrainingConfig:
     """The keys of every recipe: the loop reads these and nothing else."""
 
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Empty: one phase that trains everything. Else consecutive phases, e.g.
+    # [{steps: 300, train: [bridge, projector]}, {lr: 5.0e-4}]
+    phases: list[PhaseConfig] = field(default_factory=list)
     precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision is used on CUDA only
     log_every_steps: int = 10
     seed: int = 0
@@ -72,3 +107,26 @@ class TrainingConfig:
     def __post_init__(self):
         if self.log_every_steps < 1:
             raise ConfigError(f"log_every_steps: must be >= 1, got {self.log_every_steps}")
+        if any(p.steps is None for p in self.phases[:-1]):
+            raise ConfigError("phases: every phase but the last needs steps")
+        self.resolved_phases()  # checks that they fit in optim.max_steps
+
+    def resolved_phases(self) -> list[Phase]:
+        max_steps = self.optim.max_steps
+        phases = self.phases or [PhaseConfig()]
+        out, start = [], 0
+        for i, p in enumerate(phases):
+            end = max_steps if p.steps is None else start + p.steps
+            out.append(Phase(i, start, end, tuple(p.train), self.optim.lr if p.lr is None else p.lr))
+            start = end
+        if start != max_steps or any(p.end <= p.start for p in out):
+            raise ConfigError(
+                f"phases: their steps ({[p.steps for p in phases]}) must add up to optim.max_steps ({max_steps}), "
+                "the last one may be null to take what is left"
+            )
+        return out
+
+    def phase_at(self, step: int) -> Phase:
+        """The phase that takes optimizer step ``step`` (0-based)."""
+        phases = self.resolved_phases()
+        return next((p for p in phases if p.start <= step < p.end), phases[-1])
