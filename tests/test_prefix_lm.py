@@ -383,3 +383,18 @@ def test_the_shipped_prefix_configs_load(name):
     assert phases[-1].end == cfg.optim.max_steps
     if name == "prefix_asr":
         assert not cfg.data.continuation and phases[0].train == ("bridge", "projector", "decoder")
+
+
+def test_the_ablation_can_freeze_the_pretrained_encoder_only(tmp_path):
+    from unified_lm.bench.prefix_ablation import AblationConfig, variant_config
+
+    cfg = from_dict(AblationConfig, {"freeze_pretrained_encoder": True,
+                                     "prefix": {"phases": [{"steps": 10, "train": ["bridge"]}, {}]}})
+    data = {"train": "t.jsonl", "dev": "d.jsonl"}
+    full = variant_config(cfg, "full@2", data, tmp_path / "enc", tmp_path / "dec", tmp_path)
+    assert [(p.steps, p.train, p.freeze) for p in full.phases] == [(10, ["bridge"], ["encoder"]), (None, ["all"], ["encoder"])]
+    assert full.seed == 2 and full.out_dir == str(tmp_path / "runs" / "full@2")
+    scratch = variant_config(cfg, "encoder_random", data, tmp_path / "enc", tmp_path / "dec", tmp_path)
+    assert all(not p.freeze for p in scratch.phases) and scratch.model.encoder_init is None
+    with pytest.raises(ConfigError, match="unknown variant 'full@x'"):
+        variant_config(cfg, "full@x", data, tmp_path / "enc", tmp_path / "dec", tmp_path)

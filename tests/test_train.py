@@ -80,13 +80,15 @@ def test_crashed_run_resumes_exactly(tmp_path, monkeypatch):
     assert (tmp_path / "b/run/metrics.jsonl").read_text() == before
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("phases", [[], ["phases=[{steps: 3, train: [model.layers]}, {}]"]], ids=["one-phase", "two-phases"])
+def test_torchrun_two_cpu_processes(tmp_path, phases):
     corpus = make_corpus(tmp_path)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "unified_lm.train", "--config", str(TINY_RECIPE),
         f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", f"data.tokenizer={corpus['tok']}",
         f"out_dir={tmp_path / 'run'}", "optim.max_steps=6", "data.max_tokens=64", "eval.every_steps=3",
+        "log_every_steps=1", *phases,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -95,6 +97,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 6
     assert {p.name for p in (tmp_path / "run/last").glob("rng_state_*.pt")} == {"rng_state_0.pt", "rng_state_1.pt"}
     assert (tmp_path / "run/best/model.safetensors").is_file()
+    if phases:  # the second phase re-wraps the model for DDP with the parameters it trains
+        assert [r["phase"] for r in read_jsonl(tmp_path / "run/metrics.jsonl") if "lr" in r] == [1, 1, 1, 2, 2, 2]
 
 
 def _run_main(tmp_path, capsys, *overrides):

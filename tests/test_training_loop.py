@@ -149,6 +149,14 @@ def test_a_frozen_part_is_unchanged_and_the_optimizer_holds_only_the_trained_par
     assert scheduler.base_lrs == [5e-4, 5e-4]
 
 
+def test_freeze_keeps_a_part_out_of_what_a_phase_trains(tmp_path):
+    initial: list = []
+    fit(_recorded_recipe(initial), _phased(tmp_path, [{"freeze": ["0"]}]))
+    final = torch.load(tmp_path / "best" / "model.pt")
+    assert torch.equal(final["0.weight"], initial[0]["0.weight"])
+    assert not torch.equal(final["2.weight"], initial[0]["2.weight"])
+
+
 def test_the_phase_switches_at_its_step_with_a_fresh_warm_up(tmp_path):
     initial: list = []
     fit(_recorded_recipe(initial), _phased(tmp_path, [{"steps": 6, "train": ["2"]}, {"lr": 5e-4}]))

@@ -38,6 +38,7 @@ from ..prefix_lm.utterances import Packer, load_utterances
 from ..recipes.configs import CTCEncoderConfig, PrefixLMConfig, TextLMConfig
 from ..scoring import normalize_text, score_corpus
 from ..train import train
+from ..training import PhaseConfig
 from .tables import markdown_table
 
 logger = logging.getLogger("unified_lm.bench")
@@ -97,6 +98,9 @@ class AblationConfig:
     )
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     asr_batch_size: int = 16
+    # Keep a pre-trained encoder as it is (SLAM-LLM), so the decoder learns to read it
+    # instead of the decoder's gradients un-learning it; a random encoder always trains.
+    freeze_pretrained_encoder: bool = False
     cost: CostConfig = field(default_factory=CostConfig)
 
 
@@ -184,6 +188,9 @@ def variant_config(cfg: AblationConfig, name: str, data: dict[str, str], encoder
     run.model.encoder, run.mel = copy.deepcopy(cfg.ctc.encoder), cfg.ctc.mel
     run.model.decoder = copy.deepcopy(cfg.textlm.model)
     run.model.encoder_init = str(encoder) if v.encoder_init else None
+    if v.encoder_init and cfg.freeze_pretrained_encoder:
+        run.phases = [PhaseConfig(steps=p.steps, train=p.train, freeze=[*p.freeze, "encoder"], lr=p.lr)
+                      for p in run.phases or [PhaseConfig()]]
     run.model.decoder.init_from = str(decoder) if v.decoder_init else None
     for key, value in v.loss.items():
         setattr(run.loss, key, value)

@@ -92,18 +92,22 @@ def adamw(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.lr if lr is None else lr, betas=tuple(cfg.betas))
 
 
-def train_only(model: nn.Module, parts: Sequence[str]) -> int:
-    """Freezes every parameter outside ``parts`` (child-module names or dotted name
-    prefixes; "all": everything) and returns how many parameters stay trainable."""
+def train_only(model: nn.Module, parts: Sequence[str], frozen: Sequence[str] = ()) -> int:
+    """Freezes every parameter outside ``parts`` or inside ``frozen`` (child-module names
+    or dotted name prefixes; "all": everything) and returns how many stay trainable."""
     # A module without parameters (the ctc bridge) is a valid part that trains nothing.
     names = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_modules()]
-    unknown = [p for p in parts if p != "all" and not any(n == p or n.startswith(p + ".") for n in names)]
+    unknown = [p for p in (*parts, *frozen) if p != "all" and not any(n == p or n.startswith(p + ".") for n in names)]
     if unknown:
         children = ", ".join(name for name, _ in model.named_children())
         raise ConfigError(f"phases: {unknown} name no part of the model; its parts: {children}")
+
+    def within(name: str, group: Sequence[str]) -> bool:
+        return "all" in group or any(name == p or name.startswith(p + ".") for p in group)
+
     trained = 0
     for name, param in model.named_parameters():
-        param.requires_grad_("all" in parts or any(name == p or name.startswith(p + ".") for p in parts))
+        param.requires_grad_(within(name, parts) and not within(name, frozen))
         trained += param.numel() if param.requires_grad else 0
     return trained
 
@@ -207,10 +211,11 @@ def _enter_phase(model: nn.Module, cfg: TrainingConfig, phase: Phase, accelerato
     """Freezes what ``phase`` does not train; returns the (prepared) model, a new AdamW over
     the trained parameters only, and a scheduler that warms up and decays over the phase."""
     module = accelerator.unwrap_model(model)
-    trained = train_only(module, phase.train)
+    trained = train_only(module, phase.train, phase.freeze)
     if cfg.phases:
-        logger.info("phase %d of %d, steps %d-%d: training %s (%s of %s parameters) at lr %.2e", phase.index + 1,
-                    len(cfg.phases), phase.start + 1, phase.end, ", ".join(phase.train), f"{trained:,}",
+        logger.info("phase %d of %d, steps %d-%d: training %s%s (%s of %s parameters) at lr %.2e", phase.index + 1,
+                    len(cfg.phases), phase.start + 1, phase.end, ", ".join(phase.train),
+                    f" but {', '.join(phase.freeze)}" if phase.freeze else "", f"{trained:,}",
                     f"{count_parameters(module):,}", phase.lr)
     optimizer = adamw(module, cfg.optim, phase.lr)
     length = phase.end - phase.start
@@ -254,7 +259,7 @@ def _start(recipe: TrainingRecipe, cfg: TrainingConfig, accelerator: Accelerator
     try:
         task = recipe.setup(cfg, accelerator, resuming)
         for phase in cfg.resolved_phases():  # every phase names parts of this model
-            train_only(task.model, phase.train)
+            train_only(task.model, phase.train, phase.freeze)
     except UnifiedLMError:
         if main and not resuming:
             for path in set(out.iterdir()) - (before or set()):

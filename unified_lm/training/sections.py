@@ -67,6 +67,7 @@ class PhaseConfig:
     # Top-level parts (the model's child modules: "encoder", "bridge", "decoder", ...) or
     # dotted parameter-name prefixes; ["all"]: every parameter.
     train: list[str] = field(default_factory=lambda: ["all"])
+    freeze: list[str] = field(default_factory=list)  # parts kept as they are, even inside `train`
     lr: float | None = None  # peak learning rate of the phase; None: optim.lr
 
     def __post_init__(self):
@@ -86,6 +87,7 @@ class Phase:
     start: int
     end: int
     train: tuple[str, ...]
+    freeze: tuple[str, ...]
     lr: float
 
 
@@ -97,7 +99,7 @@ class TrainingConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # Empty: one phase that trains everything. Else consecutive phases, e.g.
-    # [{steps: 300, train: [bridge, projector]}, {lr: 5.0e-4}]
+    # [{steps: 300, train: [bridge, projector]}, {lr: 5.0e-4}], or [{freeze: [encoder]}]
     phases: list[PhaseConfig] = field(default_factory=list)
     precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision is used on CUDA only
     log_every_steps: int = 10
@@ -117,7 +119,7 @@ class TrainingConfig:
         out, start = [], 0
         for i, p in enumerate(phases):
             end = max_steps if p.steps is None else start + p.steps
-            out.append(Phase(i, start, end, tuple(p.train), self.optim.lr if p.lr is None else p.lr))
+            out.append(Phase(i, start, end, tuple(p.train), tuple(p.freeze), self.optim.lr if p.lr is None else p.lr))
             start = end
         if start != max_steps or any(p.end <= p.start for p in out):
             raise ConfigError(
