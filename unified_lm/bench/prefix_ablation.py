@@ -385,8 +385,11 @@ def seed_spread(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> s
     for base in VARIANTS:
         rows = [r for name, r in results.items() if name.partition("@")[0] == base]
         if len(rows) > 1:
+            def fmt(value: float) -> str:
+                return str(value) if isinstance(value, int) else f"{value:.3f}"
+
             ranges = ", ".join(
-                f"{c} {min(r[c] for r in rows):.3f}-{max(r[c] for r in rows):.3f}"
+                f"{c} {fmt(min(r[c] for r in rows))}-{fmt(max(r[c] for r in rows))}"
                 for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)
             )
             lines.append(f"\n{base} over {len(rows)} seeds: {ranges}.\n")
