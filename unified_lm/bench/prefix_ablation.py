@@ -381,13 +381,13 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
 def seed_spread(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> str:
     """One line per variant trained with several seeds: the range of each metric, the
     noise against which the other rows' differences are read."""
+    def fmt(value: float) -> str:
+        return str(value) if isinstance(value, int) else f"{value:.3f}"
+
     lines = []
     for base in VARIANTS:
         rows = [r for name, r in results.items() if name.partition("@")[0] == base]
         if len(rows) > 1:
-            def fmt(value: float) -> str:
-                return str(value) if isinstance(value, int) else f"{value:.3f}"
-
             ranges = ", ".join(
                 f"{c} {fmt(min(r[c] for r in rows))}-{fmt(max(r[c] for r in rows))}"
                 for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)

@@ -95,16 +95,15 @@ def adamw(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.
 def train_only(model: nn.Module, parts: Sequence[str], frozen: Sequence[str] = ()) -> int:
     """Freezes every parameter outside ``parts`` or inside ``frozen`` (child-module names
     or dotted name prefixes; "all": everything) and returns how many stay trainable."""
-    # A module without parameters (the ctc bridge) is a valid part that trains nothing.
-    names = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_modules()]
-    unknown = [p for p in (*parts, *frozen) if p != "all" and not any(n == p or n.startswith(p + ".") for n in names)]
-    if unknown:
-        children = ", ".join(name for name, _ in model.named_children())
-        raise ConfigError(f"phases: {unknown} name no part of the model; its parts: {children}")
-
     def within(name: str, group: Sequence[str]) -> bool:
         return "all" in group or any(name == p or name.startswith(p + ".") for p in group)
 
+    # A module without parameters (the ctc bridge) is a valid part that trains nothing.
+    names = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_modules()]
+    unknown = [p for p in (*parts, *frozen) if not any(within(n, [p]) for n in names)]
+    if unknown:
+        children = ", ".join(name for name, _ in model.named_children())
+        raise ConfigError(f"phases: {unknown} name no part of the model; its parts: {children}")
     trained = 0
     for name, param in model.named_parameters():
         param.requires_grad_(within(name, parts) and not within(name, frozen))
