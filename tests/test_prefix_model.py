@@ -44,11 +44,13 @@ def utterances():
 
 
 def make_model(vocab, chars, bridge="conv"):
+    bridge, _, mlp = bridge.partition("+")  # "conv+mlp": SLAM-LLM's two-layer projector
     cfg = from_dict(
         PrefixModelConfig,
         {
             "encoder": TINY_ENCODER,
             "bridge": {"name": bridge},
+            "projector_hidden": 24 if mlp else 0,
             "decoder": TINY_DECODER,
             # No pre-net dropout at inference, so decoding is deterministic and comparable.
             "spectrogram": {**TINY_SPECTROGRAM, "prenet_dropout_at_inference": False},
@@ -144,9 +146,10 @@ def test_packed_sequence_layout(vocab, chars):
     assert target.chars[1, : target.char_lengths[1]].tolist() == chars.encode("a quick brown fox")
 
 
-@pytest.mark.parametrize("bridge", ["none", "conv", "ctc"])
+@pytest.mark.parametrize("bridge", ["none", "conv", "ctc", "conv+mlp"])
 def test_batched_forward_matches_each_utterance_alone(vocab, chars, bridge):
     model = make_model(vocab, chars, bridge)
+    assert isinstance(model.projector, torch.nn.Sequential) == bridge.endswith("+mlp")
     packer = packer_for(model, vocab, chars)
     utts = utterances()
     with torch.no_grad():

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from ...errors import ConfigError
 from ..decoder import ModelConfig
 from .bridge import BridgeConfig, build_bridge
 from .encoder import EncoderConfig, PrefixEncoder, length_mask
@@ -42,6 +43,13 @@ class PrefixModelConfig:
     decoder: ModelConfig = field(default_factory=lambda: ModelConfig(preset="tiny"))
     spectrogram: SpectrogramHeadConfig = field(default_factory=SpectrogramHeadConfig)
     encoder_init: str | None = None  # a CTC pre-trained encoder directory (`unified-lm train ctc`)
+    # Encoder states -> decoder inputs: 0, one linear layer; N > 0, Linear(N) + GELU + Linear,
+    # SLAM-LLM's projector (a join with room to learn when both halves stay frozen).
+    projector_hidden: int = 0
+
+    def __post_init__(self):
+        if self.projector_hidden < 0:
+            raise ConfigError(f"model.projector_hidden: must be >= 0, got {self.projector_hidden}")
 
 
 @dataclass
@@ -81,7 +89,11 @@ class PrefixLM(nn.Module):
         self.reduction = cfg.spectrogram.reduction
         self.encoder = PrefixEncoder(cfg.encoder, num_chars)
         self.bridge = build_bridge(cfg.bridge, cfg.encoder.dim)
-        self.projector = nn.Linear(cfg.encoder.dim, dim)
+        hidden = cfg.projector_hidden
+        self.projector = (
+            nn.Sequential(nn.Linear(cfg.encoder.dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            if hidden else nn.Linear(cfg.encoder.dim, dim)
+        )
         self.prenet = PreNet(self.reduction * n_mels, dim, cfg.spectrogram)
         self.frame_head = FrameHead(dim, self.reduction * n_mels)
         self.postnet = PostNet(n_mels, cfg.spectrogram)
