@@ -385,8 +385,8 @@ def seed_spread(results: dict[str, dict[str, Any]], columns: Sequence[str]) -> s
         return str(value) if isinstance(value, int) else f"{value:.3f}"
 
     lines = []
-    for base in VARIANTS:
-        rows = [r for name, r in results.items() if name.partition("@")[0] == base]
+    for base, variant in VARIANTS.items():
+        rows = [r for name, r in results.items() if parse_variant(name)[0] is variant]
         if len(rows) > 1:
             ranges = ", ".join(
                 f"{c} {fmt(min(r[c] for r in rows))}-{fmt(max(r[c] for r in rows))}"

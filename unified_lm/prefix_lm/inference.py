@@ -296,13 +296,14 @@ def decode_prefix_asr(
     require_audio_manifest(audio_manifest)
     model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
     model.to(_device())
-    utts = load_utterances(audio_manifest, MelFrontend(mel_config(cfg, checkpoint)), mode="asr")
+    frontend = MelFrontend(mel_config(cfg, checkpoint))
+    utts = load_utterances(audio_manifest, frontend, mode="asr")
     start = time.perf_counter()
     lengths: list[int] = []
     hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam, lengths)
     rows, scores = asr_rows(utts, hyps)
     # How long a prefix the bridge hands the decoder: vectors per second of audio.
-    seconds = sum(u.feats.size(0) for u in utts) / MelFrontend(mel_config(cfg, checkpoint)).cfg.frame_rate
+    seconds = sum(u.feats.size(0) for u in utts) / frontend.cfg.frame_rate
     scores["prefix_per_s"] = round(sum(lengths) / seconds, 2) if seconds else None
     return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
 
