@@ -122,11 +122,14 @@ def calls(out_dir: Path) -> list[str]:
     return log.read_text().split() if log.is_file() else []
 
 
+DEV_BEST_ALPHA = {"sld-released": 0.5}
+
+
 @dataclass
 class FakeRunner:
     """Stands in for ``run_cell``: no training; errors follow the loss, seed and alpha.
 
-    Dev errors make alpha 0.1 the sweep's winner. Every call is appended to
+    Dev errors make alpha 0.1 the sweep's winner (``DEV_BEST_ALPHA`` for the losses it names). Every call is appended to
     ``<out_dir>/calls.txt`` (works across the grid's worker processes).
     """
 
@@ -149,8 +152,8 @@ class FakeRunner:
         for name, manifest in cell.evals.items():
             recs = read_unit_manifest(manifest)
             if name == "dev":
-                errors = [1 if cell.alpha == 0.1 else 2] * len(recs)
+                errors = [1 if cell.alpha == DEV_BEST_ALPHA.get(cell.loss, 0.1) else 2] * len(recs)
             else:
-                errors = [{"mask": 3, "ce": 3, "sld": 2}[cell.loss] + cell.seed] * len(recs)
+                errors = [{"mask": 3, "ce": 3}.get(cell.loss, 2) + cell.seed] * len(recs)
             evals[name] = fake_eval([r.id for r in recs], [r.subset for r in recs], errors, [len(r.text.split()) * 2 for r in recs])
         return fake_result(cell.tokenizer, cell.loss, cell.seed, evals, alpha=cell.alpha)

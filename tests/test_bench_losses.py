@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from _bench_util import REPO, FakeRunner, calls, grid_config, make_audio_corpus
+from _prefix_util import TINY_ENCODER
 from unified_lm.bench.losses import (
     LossGridConfig,
     PreparedTokenizer,
@@ -84,7 +86,7 @@ def test_interrupted_grid_resumes_and_a_finished_grid_only_reports(tmp_path, pre
     assert summary["cells"]["failed"] == [] and summary["cells"]["pending"] == []
     assert len(summary["cells"]["ran"]) == 9
     for tok in TOKS:
-        assert summary["alpha"][tok] == {"chosen": 0.1, "dev_wer": {0.01: pytest.approx(1 / 3), 0.1: pytest.approx(1 / 6)}}
+        assert summary["alpha"][f"{tok}/sld"] == {"chosen": 0.1, "dev_wer": {0.01: pytest.approx(1 / 3), 0.1: pytest.approx(1 / 6)}}
         assert len(list(out.glob(f"cells/{tok}.sld.seed0.*"))) == 2  # one dir per swept alpha
     assert meta.stat().st_mtime_ns == meta_mtime  # the tokenizer was not refitted
 
@@ -96,7 +98,7 @@ def test_interrupted_grid_resumes_and_a_finished_grid_only_reports(tmp_path, pre
         "results.csv", "results.md", "wer.png", "rel_change.png", "alpha_sweep.png", "curves_fbank-km8.png", "curves_mfcc-km8.png"
     }
     md = (out / "results.md").read_text()
-    assert "fbank-km8: alpha = 0.1 (lowest dev WER of the sweep, seed 0)" in md
+    assert "fbank-km8/sld: alpha = 0.1 (lowest dev WER of the sweep, seed 0)" in md
     assert "| mfcc-km8 | sld (α=0.1) | test | 4 | 2 |" in md
     assert "encodec-24k skipped" in md
     # The sld cells' fake errors are (2 + seed) against mask's (3 + seed) per utterance.
@@ -118,7 +120,7 @@ def test_slices_split_the_grid_and_their_cells_merge(tmp_path, prepared):
     part_b = run_loss_grid(config_b, cells="1/2", runner=FakeRunner(), progress=False)
     assert len(calls(a)) == len(calls(b)) == 6  # phase 1 split in two; no sweep complete on either
     assert not set(calls(a)) & set(calls(b))
-    assert part_a["alpha"]["fbank-km8"]["chosen"] is None and len(part_a["cells"]["pending"]) > 0
+    assert part_a["alpha"]["fbank-km8/sld"]["chosen"] is None and len(part_a["cells"]["pending"]) > 0
     assert "alpha not chosen yet" in (a / "results.md").read_text()
 
     for cell in (b / "cells").iterdir():  # machine b's results, copied over
@@ -141,6 +143,106 @@ def test_jobs_run_cells_in_worker_processes(tmp_path, prepared):
     assert len(calls(out)) == 4 and summary["cells"]["done"] == 4
     result = json.loads(next(out.glob("cells/fbank-km8.sld.seed1.*/result.json")).read_text())
     assert result["alpha"] == 0.5  # without a sweep, the sld entry's own alpha
+
+
+FBANK_ONLY = [{"recipe": str(REPO / "tokenizers/fbank-km500.yaml"), "overrides": ["kmeans.k=8", "name=fbank-km8"]}]
+
+
+def test_two_variants_of_one_loss_each_choose_their_alpha(tmp_path, prepared):
+    paper = {"name": "sld", "label": "sld", "kl_reduction": "token_mean", "alpha_sweep": [0.01, 0.1]}
+    released = {"name": "sld", "label": "sld-released", "kl_target": "softmax_of_smoothed", "kl_reduction": "batchmean",
+                "alpha_sweep": [0.1, 0.5]}  # fmt: skip
+    config, out = _grid(tmp_path, prepared, tokenizers=FBANK_ONLY, alpha_sweep=[], losses=[{"name": "mask"}, paper, released])
+    summary = run_loss_grid(config, runner=FakeRunner(), progress=False)
+    # mask x 2 seeds, two sweeps of 2 alphas (their winners are the seed-0 cells), each variant's seed 1.
+    assert len(calls(out)) == 8 and summary["cells"]["done"] == 6
+    assert summary["alpha"]["fbank-km8/sld"]["chosen"] == 0.1
+    assert summary["alpha"]["fbank-km8/sld-released"]["chosen"] == 0.5  # FakeRunner's dev winner for it
+    cell = json.loads(next(out.glob("cells/fbank-km8.sld-released.seed1.*/cell.json")).read_text())
+    loss = cell["spec"]["train"]["loss"]
+    assert (loss["kl_target"], loss["kl_reduction"], loss["alpha"]) == ("softmax_of_smoothed", "batchmean", 0.5)
+    assert "label" not in loss and "alpha_sweep" not in loss  # the training sees a plain loss config
+    md = (out / "results.md").read_text()
+    assert "| fbank-km8 | sld-released (α=0.5) | test | 4 | 2 |" in md and "| fbank-km8 | sld (α=0.1) | test |" in md
+    assert "`sld-released` (sld: KL target softmax_of_smoothed, batchmean" in md
+    rows = {(r["loss"], r["eval"], r["subset"]): r for r in again_rows(out)}
+    assert rows[("sld-released", "test", "all")]["wer_per_seed"] == "0.333333;0.5"  # 2 and 3 errors in 6 words
+    assert rows[("sld-released", "test", "all")]["seed_list"] == "0;1"
+
+
+def test_the_grid_encoder_is_trained_once_and_read_by_the_ctc_tokenizer(tmp_path, monkeypatch):
+    import unified_lm.discretize
+    import unified_lm.train
+
+    corpus = make_audio_corpus(tmp_path / "corpus")
+    tiny = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()]
+    encoder = {"recipe": str(REPO / "experiments/prefix_ctc.yaml"), "max_steps": 2,
+               "overrides": [*tiny, "data.batch_size=2", "eval.every_steps=2", "eval.max_utts=2"]}  # fmt: skip
+    ctc_tok = [{"recipe": str(REPO / "tokenizers/ctc-posterior-km500.yaml"), "overrides": ["kmeans.k=4", "name=ctc-km4"]}]
+    config = grid_config(tmp_path / "g.yaml", corpus, tmp_path / "out", tokenizers=ctc_tok, encoder=encoder, degraded=None)
+    cfg = load_config(LossGridConfig, config)
+    check_grid(cfg)
+    toks, _ = prepare_data(cfg, tmp_path / "out", progress=False)
+    (enc,) = (tmp_path / "out/shared").glob("encoder-*")
+    assert (enc / "best").is_dir() and json.loads((enc / "summary.json").read_text())["steps"] == 2
+    # The tokenizer read this encoder; its identity holds the encoder's hash, not a path.
+    fitted = yaml.safe_load((toks[0].tokdir / "recipe.yaml").read_text())
+    assert fitted["kmeans"]["features"]["model_path"] == str(enc / "best")
+    assert toks[0].recipe["kmeans"]["features"]["model_path"] == enc.name
+    assert all(p.is_file() for p in toks[0].units.values())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a shared stage ran twice")
+
+    monkeypatch.setattr(unified_lm.train, "train", refuse)
+    monkeypatch.setattr(unified_lm.discretize, "fit_tokenizer", refuse)
+    again, _ = prepare_data(cfg, tmp_path / "out", progress=False)
+    assert again[0].tokdir == toks[0].tokdir and again[0].units == toks[0].units
+    # Another encoder is another stage, and another tokenizer on top of it.
+    other = load_config(LossGridConfig, config, ["encoder.max_steps=3"])
+    with pytest.raises(AssertionError, match="ran twice"):
+        prepare_data(other, tmp_path / "out", progress=False)
+
+
+def test_the_grid_text_lm_is_trained_once_and_starts_every_cell(tmp_path, prepared, monkeypatch):
+    import unified_lm.corpus.sentences
+    import unified_lm.train
+
+    corpus = prepared[0]
+    textlm = {"recipe": str(REPO / "experiments/textlm.yaml"), "max_steps": 2, "num_sentences": 40,
+              "overrides": ["data.text_vocab_size=300", "data.batch_size=4", "eval.every_steps=2"]}  # fmt: skip
+    config, out = _grid(tmp_path, prepared, tokenizers=FBANK_ONLY, losses=[{"name": "mask"}], alpha_sweep=[], seeds=[0],
+                        textlm=textlm)  # fmt: skip
+    excluded, starts = [], []
+    write = unified_lm.corpus.sentences.write_text_corpus
+
+    def spy(path, n, seed, exclude_manifests=()):
+        excluded.extend(exclude_manifests)
+        return write(path, n, seed, exclude_manifests)
+
+    class Recording(FakeRunner):
+        def __call__(self, cell):
+            starts.append(cell.train["model"]["init_from"])
+            return super().__call__(cell)
+
+    monkeypatch.setattr(unified_lm.corpus.sentences, "write_text_corpus", spy)
+    run_loss_grid(config, runner=Recording(), progress=False)
+    (lm,) = (out / "shared").glob("textlm-*")
+    assert json.loads((lm / "summary.json").read_text())["steps"] == 2
+    (text,) = (out / "shared").glob("text-*.txt")
+    assert len(text.read_text().splitlines()) == 40
+    assert sorted(map(str, excluded)) == sorted(map(str, [corpus["dev"], corpus["test"]]))  # never a dev/test sentence
+    assert starts == [str(lm / "best")]  # the cell's decoder starts from it ...
+    cell = json.loads(next(out.glob("cells/fbank-km8.mask.seed0.*/cell.json")).read_text())
+    assert cell["spec"]["train"]["model"]["init_from"] == lm.name  # ... and is identified by its hash, not its path
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text LM was trained twice")
+
+    monkeypatch.setattr(unified_lm.train, "train", refuse)
+    assert run_loss_grid(config, runner=Recording(), progress=False)["cells"]["ran"] == []
+    with pytest.raises(ConfigError, match="drop model.init_from"):
+        run_loss_grid(config, ["train.overrides=[model.init_from=somewhere]"], runner=Recording(), progress=False)
 
 
 def test_the_plan_counts_the_trainings_left_on_each_slice_and_estimates_their_time(tmp_path, prepared):
@@ -239,7 +341,11 @@ def test_slices_parse():
         ({"corpus": {"synth": {"num_utts": 10}, "train": "x.jsonl"}}, "either synth"),
         ({"corpus": {"train": "x.jsonl"}}, "either synth"),
         ({"baseline": "ce", "losses": [{"name": "mask"}, {"name": "sld"}]}, "baseline 'ce'"),
-        ({"losses": [{"name": "mask"}, {"name": "mask"}]}, "one entry per loss"),
+        ({"losses": [{"name": "mask"}, {"name": "mask"}]}, "one entry per label"),
+        ({"losses": [{"name": "mask"}, {"name": "sld"}, {"name": "sld"}]}, "one entry per label"),
+        ({"losses": [{"name": "mask", "alpha_sweep": [0.1]}], "alpha_sweep": []}, "alpha is sld's"),
+        ({"losses": [{"name": "mask"}, {"name": "sld", "alpha_sweep": [0.1, 0.1]}]}, "distinct non-negative"),
+        ({"encoder": {"max_steps": 0}}, "encoder.max_steps"),
         ({"losses": [{"name": "mask"}, {"name": "l2"}]}, "unknown loss 'l2'"),
         ({"losses": [{"name": "mask"}, {"name": "ce"}]}, "alpha_sweep: needs an sld entry"),
         ({"seeds": []}, "distinct seeds"),

@@ -49,7 +49,7 @@ def test_arguments_reach_run_loss_grid_and_the_command_prints_the_table(tmp_path
     assert printed.startswith("## WER and CER per cell\n| tokenizer | loss |\n|---|---|\n| km | mask |\n")
     assert "prose" not in printed and "alpha |" not in printed
     assert "cells: 5 of 18 done; this run: 2 ran, 1 failed; 2 pending" in printed
-    assert "sld alpha for km: not chosen yet" in printed and "sld alpha for km2: 0.05 (lowest dev WER)" in printed
+    assert "alpha for km: not chosen yet" in printed and "alpha for km2: 0.05 (lowest dev WER)" in printed
     assert "note: encodec-24k skipped" in printed and printed.rstrip().endswith(f"report: {out / 'results.md'}")
 
     summary["cells"]["failed"] = []
@@ -69,7 +69,7 @@ def test_the_command_runs_a_grid_into_out(tmp_path, monkeypatch, capsys):
     assert "| fbank-km8 | sld (α=0.1) | test | 4 | 1 |" in printed
     assert "| fbank-km8 | mask | degraded | 4 | 1 |" in printed
     assert "cells: 3 of 3 done; this run: 4 ran, 0 failed; 0 pending" in printed  # + the losing sweep cell
-    assert "sld alpha for fbank-km8: 0.1 (lowest dev WER)" in printed
+    assert "alpha for fbank-km8/sld: 0.1 (lowest dev WER)" in printed
     assert f"report: {out / 'results.md'}" in printed
 
 

@@ -35,6 +35,7 @@ from unified_lm.io import read_jsonl
 
 CPU = REPO / "experiments/loss_comparison.yaml"
 PAPER = REPO / "experiments/loss_comparison_paper.yaml"
+MID = REPO / "experiments/loss_comparison_mid.yaml"
 
 
 def _fake_tokenizer(name: str, out: Path) -> PreparedTokenizer:
@@ -47,23 +48,36 @@ def test_cpu_preset_plans_the_issue_grid(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the preset's paths are relative to the repository root
     cfg = load_config(LossGridConfig, CPU, [f"out_dir={tmp_path}"])
     base = check_grid(cfg)
+    # Units the decoder reads: the CTC-posterior tokenizer, on the grid's own pre-trained encoder.
     recipes = [load_recipe(t.recipe, t.overrides) for t in cfg.tokenizers]
-    usable = [r.name for r in recipes if _unset_checkpoint(r) is None]
-    assert usable == ["fbank-km500", "mfcc-km100"]  # encodec-24k waits for its checkpoint
-    assert [r.name for r in recipes if _unset_checkpoint(r)] == ["encodec-24k"]
-    assert [loss.name for loss in cfg.losses] == ["mask", "ce", "sld"] and len(cfg.seeds) >= 3
-    # The step budget is the grid's own key; the sweep covers the sld entry's alpha.
-    assert base.optim.max_steps == cfg.train.max_steps
-    assert next(x for x in cfg.losses if x.name == "sld").alpha in cfg.alpha_sweep
-    toks = [_fake_tokenizer(name, tmp_path) for name in usable]
+    assert [r.name for r in recipes] == ["ctc-posterior-km500"]
+    assert _unset_checkpoint(recipes[0]) == "kmeans.features.model_path" and cfg.encoder.max_steps >= 1000
+    assert [loss.key for loss in cfg.losses] == ["mask", "ce", "sld", "sld-released"] and len(cfg.seeds) >= 3
+    paper, released = cfg.losses[2:]
+    assert (paper.kl_target, paper.kl_reduction) == ("smoothed", "token_mean")
+    assert (released.kl_target, released.kl_reduction) == ("softmax_of_smoothed", "batchmean")
+    assert 0.008 in released.alpha_sweep  # the released code's alpha is one of the sweep's
+    assert base.optim.max_steps == cfg.train.max_steps and cfg.decode.beam > 1
+    toks = [_fake_tokenizer("ctc-posterior-km500", tmp_path)]
     phase1 = first_phase(cfg, base, toks, tmp_path)
-    assert len({c.dir for c in phase1}) == 2 * (2 * 3 + len(cfg.alpha_sweep))
+    sweeps = len(paper.alpha_sweep) + len(released.alpha_sweep)
+    assert len({c.dir for c in phase1}) == 2 * 3 + sweeps
     plan = estimate(cfg, base, toks, phase1, lambda key: True, jobs=2)
-    trainings = 2 * (3 * 3 + len(cfg.alpha_sweep) - 1)  # the chosen alpha's sweep cell is seed 0's sld cell
+    trainings = 2 * 3 + sweeps + 2 * (3 - 1)  # each variant's chosen sweep cell is its seed-0 cell
     steps = cfg.train.max_steps
     minutes = -(-trainings // 2) * steps * cfg.estimate_step_seconds / 60
     assert f"= {trainings} trainings of {steps} steps; {trainings} to run here ({trainings * steps} steps)" in plan
-    assert f"~{minutes:.0f} min of training in 2 job(s)" in plan and minutes < 90  # the issue's 90-minute budget
+    assert f"~{minutes:.0f} min of training in 2 job(s)" in plan and minutes < 120  # the issue's 2-hour budget
+
+
+def test_mid_preset_is_the_cpu_grid_at_gpu_scale(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cpu = load_config(LossGridConfig, CPU)
+    mid = load_config(LossGridConfig, MID, [f"out_dir={tmp_path}"])
+    base = check_grid(mid)
+    assert [x.key for x in mid.losses] == [x.key for x in cpu.losses] and len(mid.seeds) >= 5
+    assert base.model.preset == "small" and base.precision == "bf16"
+    assert mid.corpus.synth.num_utts > cpu.corpus.synth.num_utts and mid.encoder.max_steps > cpu.encoder.max_steps
 
 
 # ---- the paper preset with tiny stand-ins ------------------------------------------------
@@ -160,11 +174,11 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
         "plots=false",
         f"out_dir={out}",
     ]
-    # 2 tokenizers x (mask, ce x 3 seeds + 3 sweep cells): slice 0 of 100 is the first cell alone.
+    # 2 tokenizers x (mask, ce x 3 seeds + 2 variants' 3 sweep cells): slice 0 of 100 is the first cell alone.
     summary = run_loss_grid(PAPER, overrides, cells="0/100", progress=False)
     key = "wavlm-large-l23-km2000-bpe6000/mask/seed0"
     assert summary["cells"]["ran"] == [key] and summary["cells"]["failed"] == []
-    assert summary["cells"]["done"] == 1 and summary["cells"]["total"] == 18
+    assert summary["cells"]["done"] == 1 and summary["cells"]["total"] == 24
 
     cell = next(out.glob("cells/wavlm-large-l23-km2000-bpe6000.mask.seed0.*"))
     result = json.loads((cell / "result.json").read_text())
@@ -192,4 +206,4 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     assert len(ids) == 3 * 6 and sum(i.endswith("-sp0.9") for i in ids) == sum(i.endswith("-sp1.1") for i in ids) == 6
     md = (out / "results.md").read_text()
     assert "| wavlm-large-l23-km2000-bpe6000 | mask | test | 4 | 1 |" in md
-    assert "17 cell(s) pending" in md
+    assert "23 cell(s) pending" in md

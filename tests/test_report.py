@@ -126,3 +126,20 @@ def test_report_of_an_empty_grid_still_writes_its_tables(tmp_path):
 def test_without_baseline_cells_there_is_no_interval():
     rows = summarize([r for r in grid() if r["loss"] != "mask"], bootstrap=BOOT)
     assert rows and all(r["rel_wer_change"] is None for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("dev_wer", "seed_std", "verdict"),
+    [
+        ({0.1: 0.30, 0.5: 0.31, 2.0: 0.305}, 0.01, "within seed noise (1.00 points"),  # range 1 <= 2 x 1
+        ({0.1: 0.30, 0.5: 0.31, 2.0: 0.40}, 0.01, "the choice between those two is within seed noise"),
+        ({0.1: 0.30, 0.5: 0.35, 2.0: 0.40}, 0.01, "leads the next by 5.00 points, more than twice"),
+        ({0.1: 0.30, 0.5: 0.35}, None, None),  # one seed: no verdict
+    ],
+)
+def test_the_sweep_says_what_its_dev_wers_tell_apart_from_seed_noise(tmp_path, dev_wer, seed_std, verdict):
+    chosen = min(dev_wer, key=dev_wer.get)
+    sweep = {"km/sld": {"seed": 0, "dev_wer": dev_wer, "dev_cer": {}, "chosen": chosen, "dev_seed_std": seed_std}}
+    write_report(tmp_path, grid(), sweep=sweep, bootstrap=BOOT, plots=False)
+    line = next(x for x in (tmp_path / "results.md").read_text().splitlines() if x.startswith("- km/sld: alpha = 0.1"))
+    assert (verdict in line) if verdict else line.endswith("(lowest dev WER of the sweep, seed 0).")

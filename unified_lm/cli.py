@@ -220,7 +220,7 @@ def cmd_bench_losses(args: argparse.Namespace) -> int:
     )
     for tok, sweep in summary["alpha"].items():
         chosen = "not chosen yet (sweep pending)" if sweep["chosen"] is None else f"{sweep['chosen']:g} (lowest dev WER)"
-        print(f"sld alpha for {tok}: {chosen}")
+        print(f"alpha for {tok}: {chosen}")
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"report: {report}")

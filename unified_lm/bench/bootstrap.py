@@ -11,6 +11,12 @@ relative change ``(WER_sys - WER_base) / WER_base`` reduces to
 ``sum(errors_sys) / sum(errors_base) - 1``. Several training seeds of a system are pooled
 by averaging each utterance's errors over them before resampling: the interval then
 covers test-set sampling of the seed-averaged system.
+
+``hierarchical_bootstrap`` also covers training noise: each resample first draws the seeds
+(with replacement, the same seed positions for both systems, which were trained with the
+same seeds), averages each system's errors over the drawn seeds, then draws the
+utterances (the same for both). Seed-to-seed spread then widens the interval as it
+should; with one seed per system it is ``paired_bootstrap``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,80 @@ def pool_runs(errors: ArrayLike) -> np.ndarray:
     return errors
 
 
+def _interval(
+    rel: np.ndarray, better: np.ndarray, base: np.ndarray, sys_: np.ndarray, ref: np.ndarray, confidence: float
+) -> PairedBootstrap:
+    """The summary of resampled relative changes; ``base``/``sys_`` the seed-averaged errors."""
+    total_ref = max(ref.sum(), 1.0)
+    tail = (1.0 - confidence) / 2.0
+    finite = rel[np.isfinite(rel)]
+    low, high = np.quantile(finite, [tail, 1.0 - tail]) if finite.size else (math.nan, math.nan)
+    return PairedBootstrap(
+        baseline_wer=float(base.sum() / total_ref),
+        system_wer=float(sys_.sum() / total_ref),
+        rel_change=float(sys_.sum() / base.sum() - 1.0) if base.sum() > 0 else math.nan,
+        ci_low=float(low),
+        ci_high=float(high),
+        p_better=float(better.mean()),
+        confidence=confidence,
+        num_samples=rel.size,
+        num_utts=ref.size,
+    )
+
+
+def _check(n: int, confidence: float, num_samples: int) -> None:
+    if n == 0:
+        raise ValueError("no utterances to resample")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+
+
+def _relative(e_base: np.ndarray, e_sys: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(e_base > 0, e_sys / e_base - 1.0, np.nan)
+
+
+def hierarchical_bootstrap(
+    baseline_errors: ArrayLike,
+    system_errors: ArrayLike,
+    ref_words: ArrayLike,
+    num_samples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """Relative WER change with an interval over training seeds and test utterances.
+
+    ``*_errors``: word errors ``[seeds, utts]`` (``[utts]`` is one seed); row ``k`` of both
+    systems should be the same training seed. With equal seed counts the drawn seed
+    positions are shared (paired); otherwise each system draws its own. Utterance ``i`` must
+    be the same utterance everywhere.
+    """
+    base = np.atleast_2d(np.asarray(baseline_errors, dtype=np.float64))
+    sys_ = np.atleast_2d(np.asarray(system_errors, dtype=np.float64))
+    ref = np.asarray(ref_words, dtype=np.float64)
+    if base.ndim != 2 or sys_.ndim != 2 or not base.shape[1] == sys_.shape[1] == ref.size:
+        raise ValueError(f"utterance counts differ: baseline {base.shape}, system {sys_.shape}, refs {ref.shape}")
+    n = ref.size
+    _check(n, confidence, num_samples)
+    rng = np.random.default_rng(seed)
+    rel = np.empty(num_samples)
+    better = np.empty(num_samples, dtype=bool)
+    per_chunk = max(1, CHUNK_ELEMENTS // (n * max(len(base), len(sys_))))
+    for start in range(0, num_samples, per_chunk):
+        size = min(start + per_chunk, num_samples) - start
+        seeds_b = rng.integers(0, len(base), size=(size, len(base)))
+        seeds_s = seeds_b if len(sys_) == len(base) else rng.integers(0, len(sys_), size=(size, len(sys_)))
+        idx = rng.integers(0, n, size=(size, n))
+        # [size, seeds, utts] -> mean over the drawn seeds -> the drawn utterances, summed.
+        e_base = np.take_along_axis(base[seeds_b].mean(axis=1), idx, axis=1).sum(axis=1)
+        e_sys = np.take_along_axis(sys_[seeds_s].mean(axis=1), idx, axis=1).sum(axis=1)
+        rel[start : start + size] = _relative(e_base, e_sys)
+        better[start : start + size] = e_sys < e_base
+    return _interval(rel, better, base.mean(axis=0), sys_.mean(axis=0), ref, confidence)
+
+
 def paired_bootstrap(
     baseline_errors: ArrayLike,
     system_errors: ArrayLike,
@@ -65,14 +145,8 @@ def paired_bootstrap(
     base, sys_, ref = pool_runs(baseline_errors), pool_runs(system_errors), np.asarray(ref_words, dtype=np.float64)
     if not base.shape == sys_.shape == ref.shape:
         raise ValueError(f"utterance counts differ: baseline {base.shape}, system {sys_.shape}, refs {ref.shape}")
-    if base.size == 0:
-        raise ValueError("no utterances to resample")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-
     n = base.size
+    _check(n, confidence, num_samples)
     rng = np.random.default_rng(seed)
     rel = np.empty(num_samples)
     better = np.empty(num_samples, dtype=bool)
@@ -81,22 +155,6 @@ def paired_bootstrap(
         stop = min(start + per_chunk, num_samples)
         idx = rng.integers(0, n, size=(stop - start, n))
         e_base, e_sys = base[idx].sum(axis=1), sys_[idx].sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel[start:stop] = np.where(e_base > 0, e_sys / e_base - 1.0, np.nan)
+        rel[start:stop] = _relative(e_base, e_sys)
         better[start:stop] = e_sys < e_base
-
-    total_ref = max(ref.sum(), 1.0)
-    tail = (1.0 - confidence) / 2.0
-    finite = rel[np.isfinite(rel)]
-    low, high = np.quantile(finite, [tail, 1.0 - tail]) if finite.size else (math.nan, math.nan)
-    return PairedBootstrap(
-        baseline_wer=float(base.sum() / total_ref),
-        system_wer=float(sys_.sum() / total_ref),
-        rel_change=float(sys_.sum() / base.sum() - 1.0) if base.sum() > 0 else math.nan,
-        ci_low=float(low),
-        ci_high=float(high),
-        p_better=float(better.mean()),
-        confidence=confidence,
-        num_samples=num_samples,
-        num_utts=n,
-    )
+    return _interval(rel, better, base, sys_, ref, confidence)

@@ -5,6 +5,8 @@
 
 One **cell** is one ``lm`` training run (the grid's base recipe, with the cell's loss and
 seed) followed by decoding its best checkpoint on dev, test and the degraded test copy.
+What cells share is done once, in ``shared/``: the corpus, a pre-trained speech encoder
+(``encoder:``) and text LM (``textlm:``), each tokenizer and its unit manifests.
 Cells are cached by the hash of their resolved config and resume after an interruption;
 SLD's alpha is chosen on dev; ``--cells I/N`` splits the grid across machines. The output
 layout, caching and alpha rules: docs/loss_comparison.md.
@@ -25,7 +27,7 @@ import subprocess
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -38,7 +40,7 @@ from ..corpus.degrade import DegradeConfig, degrade_manifest, transform_manifest
 from ..corpus.manifest import AudioRecord, read_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, iter_jsonl, read_jsonl, sha256_json, write_jsonl
-from ..losses import LOSSES, LossConfig
+from ..losses import LossConfig
 from .report import BootstrapSettings, write_report
 
 if TYPE_CHECKING:
@@ -93,6 +95,49 @@ class TrainBaseConfig:
 
 
 @dataclass
+class EncoderStageConfig:
+    """A speech encoder pre-trained once per grid (the ``ctc`` recipe) on the grid's training
+    audio. Every tokenizer that reads a model (``kmeans.features.model_path``) and leaves it
+    unset gets this encoder's best checkpoint, so all of its cells share one encoder."""
+
+    recipe: str = "experiments/prefix_ctc.yaml"
+    overrides: list[str] = field(default_factory=list)  # data paths and out_dir are the grid's
+    max_steps: int | None = None  # optim.max_steps, after the overrides; null keeps theirs
+
+
+@dataclass
+class TextLMStageConfig:
+    """A text LM pre-trained once per grid (the ``textlm`` recipe, the GPT-2 analogue) on
+    the grid's training transcripts plus ``num_sentences`` sentences of the built-in grammar
+    (none of them a dev or test transcript). Every cell's decoder starts from it
+    (``model.init_from``), its text BPE included."""
+
+    recipe: str = "experiments/textlm.yaml"
+    overrides: list[str] = field(default_factory=list)  # data paths and out_dir are the grid's
+    max_steps: int | None = None
+    num_sentences: int = 100_000  # 0: the training transcripts only
+    sentence_seed: int = 1
+
+
+@dataclass
+class GridLoss(LossConfig):
+    """One row of the grid: a loss config, named by ``label`` (default: the loss name) so that
+    two variants of one loss (the paper's sld and the released code's) can sit side by side."""
+
+    label: str = ""
+    # sld's alpha, chosen on dev among these (one first-seed cell each); null: the grid's
+    # ``alpha_sweep`` for an sld entry, none for the others.
+    alpha_sweep: list[float] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(**{f.name: getattr(self, f.name) for f in fields(LossConfig)})
+
+
+@dataclass
 class DecodeConfig:
     batch_size: int = 32
     beam: int = 1
@@ -103,10 +148,12 @@ class DecodeConfig:
 class LossGridConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizers: list[TokenizerEntry] = field(default_factory=list)
-    losses: list[LossConfig] = field(default_factory=list)  # one entry per loss name
-    baseline: str = "mask"  # the loss the others are compared with
+    encoder: EncoderStageConfig | None = None  # pre-trained once, read by model-based tokenizers
+    textlm: TextLMStageConfig | None = None  # pre-trained once, the decoder every cell starts from
+    losses: list[GridLoss] = field(default_factory=list)  # one entry per label (default: the loss name)
+    baseline: str = "mask"  # the label of the loss the others are compared with
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    alpha_sweep: list[float] = field(default_factory=list)  # sld's alpha, chosen on dev; empty: the sld entry's
+    alpha_sweep: list[float] = field(default_factory=list)  # sld entries' alpha, chosen on dev; empty: the entry's own
     train: TrainBaseConfig = field(default_factory=TrainBaseConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     degraded: DegradeConfig | None = field(default_factory=DegradeConfig)  # null: no degraded test set
@@ -119,6 +166,26 @@ class LossGridConfig:
     out_dir: str = "runs/bench/loss_comparison"
 
 
+def _check_losses(cfg: LossGridConfig) -> None:
+    """Rows with distinct labels, the baseline among them, seeds, and sld-only alpha sweeps."""
+    labels = [loss.key for loss in cfg.losses]
+    if not labels or len(set(labels)) != len(labels):
+        raise ConfigError(f"losses: one entry per label (default: the loss name) is needed, got {labels}")
+    if cfg.baseline not in labels:
+        raise ConfigError(f"baseline {cfg.baseline!r} is not one of the losses {labels}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: distinct seeds needed, got {cfg.seeds}")
+    if cfg.alpha_sweep and not any(loss.name == "sld" for loss in cfg.losses):
+        raise ConfigError("alpha_sweep: needs an sld entry in losses")
+    for loss in cfg.losses:
+        sweep = loss.alpha_sweep or []
+        if sweep and loss.name != "sld":
+            raise ConfigError(f"losses: {loss.key} has an alpha_sweep, but alpha is sld's")
+        for where, values in (("alpha_sweep", cfg.alpha_sweep), (f"losses.{loss.key}.alpha_sweep", sweep)):
+            if len(set(values)) != len(values) or any(a < 0 for a in values):
+                raise ConfigError(f"{where}: distinct non-negative values needed, got {values}")
+
+
 def check_grid(cfg: LossGridConfig) -> LMConfig:
     """Fails fast on a grid no run can use; returns the base training config."""
     c = cfg.corpus
@@ -129,34 +196,27 @@ def check_grid(cfg: LossGridConfig) -> LMConfig:
         raise ConfigError(f"corpus.speed_perturb: positive factors needed, got {c.speed_perturb}")
     if not cfg.tokenizers:
         raise ConfigError("tokenizers: at least one recipe is needed")
-    names = [loss.name for loss in cfg.losses]
-    for name in names:
-        LOSSES.get(name)
-    if not names or len(set(names)) != len(names):
-        raise ConfigError(f"losses: one entry per loss name is needed, got {names}")
-    if cfg.baseline not in names:
-        raise ConfigError(f"baseline {cfg.baseline!r} is not one of the losses {names}")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError(f"seeds: distinct seeds needed, got {cfg.seeds}")
-    if cfg.alpha_sweep:
-        if "sld" not in names:
-            raise ConfigError("alpha_sweep: needs an sld entry in losses")
-        if len(set(cfg.alpha_sweep)) != len(cfg.alpha_sweep) or any(a < 0 for a in cfg.alpha_sweep):
-            raise ConfigError(f"alpha_sweep: distinct non-negative values needed, got {cfg.alpha_sweep}")
+    _check_losses(cfg)
     if min(cfg.decode.batch_size, cfg.decode.beam, cfg.decode.max_new_tokens) < 1:
         raise ConfigError(f"decode: batch_size, beam and max_new_tokens must be >= 1, got {to_dict(cfg.decode)}")
     if not 0 < cfg.bootstrap.confidence < 1 or cfg.bootstrap.num_samples < 1:
         raise ConfigError(f"bootstrap: need 0 < confidence < 1 and num_samples >= 1, got {to_dict(cfg.bootstrap)}")
     if cfg.degraded is not None:
         cfg.degraded.check()
-    if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
-        raise ConfigError(f"train.max_steps: must be >= 1, got {cfg.train.max_steps}")
+    stages = (("train", cfg.train), ("encoder", cfg.encoder), ("textlm", cfg.textlm))
+    for where, steps in ((name, stage.max_steps) for name, stage in stages if stage is not None):
+        if steps is not None and steps < 1:
+            raise ConfigError(f"{where}.max_steps: must be >= 1, got {steps}")
     if cfg.estimate_step_seconds is not None and cfg.estimate_step_seconds <= 0:
         raise ConfigError(f"estimate_step_seconds: must be > 0, got {cfg.estimate_step_seconds}")
     from ..recipes.configs import LMConfig
 
+    if cfg.textlm is not None and cfg.textlm.num_sentences < 0:
+        raise ConfigError(f"textlm.num_sentences: must be >= 0, got {cfg.textlm.num_sentences}")
     budget = [] if cfg.train.max_steps is None else [f"optim.max_steps={cfg.train.max_steps}"]
     base = load_config(LMConfig, cfg.train.recipe, [*cfg.train.overrides, *budget])
+    if cfg.textlm is not None and base.model.init_from:
+        raise ConfigError("textlm: the grid pre-trains the decoder's start; drop model.init_from from train.overrides")
     # Local weights the training reads are checked now, not when the first cell fails on them.
     for what, path in (("model.init_from", base.model.init_from), ("data.text_tokenizer", base.data.text_tokenizer)):
         if path and not Path(path).exists():
@@ -241,19 +301,76 @@ def _unset_checkpoint(recipe: Any) -> str | None:
     """The override a recipe needs for its local model weights, when it is not given."""
     if recipe.kind == "encodec" and not recipe.encodec.checkpoint:
         return "encodec.checkpoint"
-    if recipe.kind == "kmeans" and recipe.kmeans.features["type"] == "ssl" and not recipe.kmeans.features["model_path"]:
+    features = recipe.kmeans.features if recipe.kind == "kmeans" else {}
+    if features.get("type") in ("ssl", "ctc_encoder") and not features["model_path"]:
         return "kmeans.features.model_path"
     return None
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    best: Path  # the checkpoint later steps read
+    key: str  # "<stage>-<hash of its resolved config and data>": its path-free identity
+
+
+# Directory-name prefix of the grid's text LM (``pretrain``), by which a cell's hash knows its init_from.
+TEXTLM_PREFIX = "textlm-"
+
+
+def pretrain(
+    cfg: LossGridConfig, name: str, recipe: str, data: list[str], identity: dict, shared: Path
+) -> Pretrained:
+    """Trains the shared stage ``name`` of the grid (``encoder``, ``textlm``) with ``recipe``
+    once (resuming a killed run) in ``shared/<name>-<hash>``, the hash covering its resolved
+    config but its paths, the corpus and ``identity``."""
+    from ..recipes import get_recipe
+    from ..train import train
+
+    stage = getattr(cfg, name)
+    budget = [] if stage.max_steps is None else [f"optim.max_steps={stage.max_steps}"]
+    stage_cfg = load_config(get_recipe(recipe).config, stage.recipe, [*stage.overrides, *budget, *data])
+    spec = to_dict(stage_cfg)
+    for path in ("train", "dev", "text_files"):
+        spec["data"].pop(path, None)
+    spec.pop("out_dir")
+    key = f"{name}-{_short({'corpus': _corpus_spec(cfg.corpus), name: spec, **identity})}"
+    stage_cfg.out_dir = str(shared / key)
+    if not (Path(stage_cfg.out_dir) / "summary.json").is_file():
+        train(stage_cfg)
+    return Pretrained(Path(stage_cfg.out_dir) / "best", key)
+
+
+def pretrain_encoder(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) -> Pretrained:
+    """The grid's speech encoder (``encoder:``), trained on the training audio."""
+    return pretrain(cfg, "encoder", "ctc", [f"data.train={audio['train']}", f"data.dev={audio['dev']}"], {}, shared)
+
+
+def pretrain_text_lm(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) -> Pretrained:
+    """The grid's text LM (``textlm:``): the training transcripts plus generated sentences,
+    written once with every dev and test transcript excluded."""
+    from ..corpus.sentences import write_text_corpus
+
+    stage = cfg.textlm
+    data = [f"data.train={audio['train']}", f"data.dev={audio['dev']}", "data.text_files=[]"]
+    if stage.num_sentences:
+        text = shared / f"text-{_short({'corpus': _corpus_spec(cfg.corpus), 'n': stage.num_sentences, 'seed': stage.sentence_seed})}.txt"
+        if not text.is_file():
+            write_text_corpus(text, stage.num_sentences, stage.sentence_seed, [audio["dev"], audio["test"]])
+        data[-1] = f"data.text_files=[{json.dumps(str(text))}]"
+    identity = {"sentences": stage.num_sentences, "sentence_seed": stage.sentence_seed}
+    return pretrain(cfg, "textlm", "textlm", data, identity, shared)
+
+
 def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple[list[PreparedTokenizer], list[str]]:
     """Every shared step, each skipped when done: corpus, speed perturbation, degraded test,
-    tokenizers and their unit manifests. Returns the usable tokenizers and notes on the rest."""
+    the encoder, tokenizers and their unit manifests. Returns the usable tokenizers and notes
+    on the rest."""
     from ..discretize import apply_tokenizer, fit_tokenizer, load_recipe
 
     shared = out / "shared"
     corpus_key = _corpus_spec(cfg.corpus)
     audio = corpus_manifests(cfg.corpus, shared, progress)
+    encoder = pretrain_encoder(cfg, audio, shared) if cfg.encoder is not None else None
     speed_dir = shared / f"speed-{_short({'corpus': corpus_key, 'factors': cfg.corpus.speed_perturb})}"
     evals = {"train": speed_perturbed(audio["train"], cfg.corpus.speed_perturb, speed_dir, progress)}
     evals.update(dev=audio["dev"], test=audio["test"])
@@ -267,6 +384,10 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
     for entry in cfg.tokenizers:
         recipe = load_recipe(entry.recipe, entry.overrides)
         missing = _unset_checkpoint(recipe)
+        uses_encoder = encoder is not None and missing == "kmeans.features.model_path"
+        if uses_encoder:
+            entry = replace(entry, overrides=[*entry.overrides, f"{missing}={encoder.best}"])
+            recipe, missing = load_recipe(entry.recipe, entry.overrides), None
         if missing:
             note = f"{recipe.name} skipped: no local model weights configured ({entry.recipe} needs {missing}=...)"
             logger.warning(note)
@@ -275,6 +396,8 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
         if any(p.name == recipe.name for p in prepared):
             raise ConfigError(f"tokenizers: two entries are named {recipe.name!r}; rename one with a name=... override")
         spec = to_dict(recipe)
+        if uses_encoder:  # the encoder's hash, not its path: cells stay movable
+            spec["kmeans"]["features"]["model_path"] = encoder.key
         tokdir = shared / "tok" / f"{recipe.name}-{_short({'corpus': corpus_key, 'recipe': spec})}"
         if not (tokdir / "meta.json").is_file():
             fit_tokenizer(entry.recipe, audio["train"], tokdir, entry.overrides, progress=progress)
@@ -327,6 +450,9 @@ def cell_hash_spec(train_cfg: LMConfig, tok: PreparedTokenizer, cfg: LossGridCon
     for key in ("train", "dev", "tokenizer"):
         train["data"].pop(key)
     train.pop("out_dir")
+    init = train["model"].get("init_from")
+    if init and Path(init).parent.name.startswith(TEXTLM_PREFIX):  # the grid's text LM: its hash, not its path
+        train["model"]["init_from"] = Path(init).parent.name
     data = {
         "corpus": _corpus_spec(cfg.corpus),
         "speed_perturb": cfg.corpus.speed_perturb,
@@ -341,15 +467,15 @@ def _slug(key: str) -> str:
 
 
 def make_cell(
-    cfg: LossGridConfig, base: LMConfig, tok: PreparedTokenizer, loss: LossConfig, seed: int, out: Path,
+    cfg: LossGridConfig, base: LMConfig, tok: PreparedTokenizer, loss: GridLoss, seed: int, out: Path,
     alpha: float | None = None, sweep: bool = False,
 ) -> Cell:
     train = copy.deepcopy(base)
-    train.loss = replace(loss, alpha=alpha) if alpha is not None else copy.deepcopy(loss)
+    train.loss = loss.loss_config() if alpha is None else replace(loss.loss_config(), alpha=alpha)
     train.seed = seed
     spec = cell_hash_spec(train, tok, cfg)
-    name = f"{tok.name}/{loss.name}/seed{seed}"
-    key = f"{tok.name}/{loss.name}/alpha={alpha:g}/seed{seed}" if sweep else name
+    name = f"{tok.name}/{loss.key}/seed{seed}"
+    key = f"{tok.name}/{loss.key}/alpha={alpha:g}/seed{seed}" if sweep else name
     # Named without the sweep's alpha: the chosen alpha's sweep cell is the seeded cell.
     cell_dir = out / "cells" / f"{_slug(name)}.{sha256_json(spec)[:12]}"
     train.data.train, train.data.dev, train.data.tokenizer = str(tok.units["train"]), str(tok.units["dev"]), str(tok.tokdir)
@@ -357,7 +483,7 @@ def make_cell(
     return Cell(
         key=key,
         tokenizer=tok.name,
-        loss=loss.name,
+        loss=loss.key,
         alpha=train.loss.alpha if loss.name == "sld" else None,
         seed=seed,
         sweep=sweep,
@@ -533,32 +659,32 @@ def run_cells(
 # ---- the grid ---------------------------------------------------------------------------
 
 
-def _loss(cfg: LossGridConfig, name: str) -> LossConfig:
-    return next(loss for loss in cfg.losses if loss.name == name)
+def alpha_sweep(cfg: LossGridConfig, loss: GridLoss) -> list[float]:
+    """The alphas ``loss`` chooses among on dev: its own sweep, else the grid's for sld; [] : none."""
+    if loss.alpha_sweep is not None:
+        return loss.alpha_sweep
+    return cfg.alpha_sweep if loss.name == "sld" else []
 
 
-def _sweeping(cfg: LossGridConfig, loss: LossConfig) -> bool:
-    return loss.name == "sld" and bool(cfg.alpha_sweep)
+def _swept(cfg: LossGridConfig) -> list[GridLoss]:
+    return [loss for loss in cfg.losses if alpha_sweep(cfg, loss)]
 
 
 def first_phase(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], out: Path) -> list[Cell]:
-    """Cells that need nothing else: every (tokenizer, loss, seed) but sweeping sld's, and the sweep."""
+    """Cells that need nothing else: every (tokenizer, loss, seed) but the swept losses', and the sweeps."""
     cells = []
     for tok in toks:
         for loss in cfg.losses:
-            if not _sweeping(cfg, loss):
+            sweep = alpha_sweep(cfg, loss)
+            if not sweep:
                 cells += [make_cell(cfg, base, tok, loss, seed, out) for seed in cfg.seeds]
-        if cfg.alpha_sweep:
-            sld = _loss(cfg, "sld")
-            cells += [make_cell(cfg, base, tok, sld, cfg.seeds[0], out, alpha=a, sweep=True) for a in cfg.alpha_sweep]
+            cells += [make_cell(cfg, base, tok, loss, cfg.seeds[0], out, alpha=a, sweep=True) for a in sweep]
     return cells
 
 
 def second_phase_keys(cfg: LossGridConfig, toks: list[PreparedTokenizer]) -> list[str]:
-    """Keys of the seeded sld cells, known before their alpha is."""
-    if not cfg.alpha_sweep:
-        return []
-    return [f"{tok.name}/sld/seed{seed}" for tok in toks for seed in cfg.seeds]
+    """Keys of the swept losses' seeded cells, known before their alpha is."""
+    return [f"{tok.name}/{loss.key}/seed{seed}" for tok in toks for loss in _swept(cfg) for seed in cfg.seeds]
 
 
 def choose_alpha(sweep_cells: list[Cell]) -> tuple[float | None, dict[float, dict | None]]:
@@ -576,26 +702,25 @@ def choose_alpha(sweep_cells: list[Cell]) -> tuple[float | None, dict[float, dic
 def second_phase(
     cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], phase1: list[Cell], out: Path
 ) -> tuple[list[Cell], dict[str, dict], list[str]]:
-    """The seeded sld cells of every tokenizer whose sweep is done (its alpha chosen on dev),
-    the sweep's report, and the keys of the seeded sld cells still waiting for their alpha."""
-    if not cfg.alpha_sweep:
-        return [], {}, []
-    sld = _loss(cfg, "sld")
+    """The seeded cells of every (tokenizer, swept loss) whose sweep is done (its alpha chosen
+    on dev), the sweeps' report (keyed ``tokenizer/loss``), and the keys of the seeded cells
+    still waiting for their alpha."""
     cells: list[Cell] = []
     report: dict[str, dict] = {}
     waiting: list[str] = []
     for tok in toks:
-        alpha, scores = choose_alpha([c for c in phase1 if c.tokenizer == tok.name and c.sweep])
-        report[tok.name] = {
-            "seed": cfg.seeds[0],
-            "dev_wer": {a: None if s is None else s["wer"] for a, s in scores.items()},
-            "dev_cer": {a: None if s is None else s["cer"] for a, s in scores.items()},
-            "chosen": alpha,
-        }
-        if alpha is None:
-            waiting += second_phase_keys(cfg, [tok])
-        else:
-            cells += [make_cell(cfg, base, tok, sld, seed, out, alpha=alpha) for seed in cfg.seeds]
+        for loss in _swept(cfg):
+            alpha, scores = choose_alpha([c for c in phase1 if c.tokenizer == tok.name and c.loss == loss.key and c.sweep])
+            report[f"{tok.name}/{loss.key}"] = {
+                "seed": cfg.seeds[0],
+                "dev_wer": {a: None if s is None else s["wer"] for a, s in scores.items()},
+                "dev_cer": {a: None if s is None else s["cer"] for a, s in scores.items()},
+                "chosen": alpha,
+            }
+            if alpha is None:
+                waiting += [f"{tok.name}/{loss.key}/seed{seed}" for seed in cfg.seeds]
+            else:
+                cells += [make_cell(cfg, base, tok, loss, seed, out, alpha=alpha) for seed in cfg.seeds]
     return cells, report, waiting
 
 
@@ -614,7 +739,7 @@ def estimate(
     steps = base.optim.max_steps
     line = (
         f"loss grid: {len(toks)} tokenizer(s) x {len(cfg.losses)} losses x {len(cfg.seeds)} seeds"
-        + (f" + alpha sweep {cfg.alpha_sweep}" if cfg.alpha_sweep else "")
+        + "".join(f" + {loss.key} alpha sweep {alpha_sweep(cfg, loss)}" for loss in _swept(cfg))
         + f" = {planned} trainings of {steps} steps; {todo} to run here ({todo * steps} steps)"
     )
     if cfg.estimate_step_seconds and todo:
@@ -635,6 +760,12 @@ def _say(line: str, progress: bool) -> None:
         logger.info(line)
 
 
+def _describe_loss(loss: GridLoss) -> str:
+    if loss.name != "sld":
+        return f"`{loss.key}`"
+    return f"`{loss.key}` (sld: KL target {loss.kl_target}, {loss.kl_reduction}, eps {loss.eps:g}, T {loss.temperature:g})"
+
+
 def _header(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], done: int, total: int) -> list[str]:
     corpus = (
         f"synthetic, {cfg.corpus.synth.num_utts} sentences, seed {cfg.corpus.synth.seed}"
@@ -645,10 +776,15 @@ def _header(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], 
     degraded = "none" if cfg.degraded is None else (
         f"{cfg.degraded.noise} noise at {cfg.degraded.snr_db:g} dB SNR, RT60 {cfg.degraded.rt60:g} s, DRR {cfg.degraded.drr_db:g} dB"
     )
+    stages = [
+        f"- shared {name}: `{stage.recipe}` {' '.join(stage.overrides)}, {stage.max_steps or 'its'} steps"
+        for name, stage in (("encoder", cfg.encoder), ("text LM", cfg.textlm)) if stage is not None
+    ]  # fmt: skip
     return [
         f"- corpus: {corpus}; training speed factors {cfg.corpus.speed_perturb}",
+        *stages,
         f"- tokenizers: {', '.join(t.name for t in toks)}",
-        f"- losses: {', '.join(loss.name for loss in cfg.losses)} (baseline `{cfg.baseline}`); seeds {cfg.seeds}",
+        f"- losses: {', '.join(_describe_loss(loss) for loss in cfg.losses)} (baseline `{cfg.baseline}`); seeds {cfg.seeds}",
         f"- every cell: `{cfg.train.recipe}` {' '.join(cfg.train.overrides)}; model {model}, "
         f"{base.optim.max_steps} steps, time mask {base.time_mask:g}",
         f"- decoding: beam {cfg.decode.beam}, best checkpoint (dev WER); degraded test: {degraded}",
@@ -679,6 +815,8 @@ def run_loss_grid(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "grid.yaml")
     toks, notes = prepare_data(cfg, out, progress)
+    if cfg.textlm is not None:
+        base.model.init_from = str(pretrain_text_lm(cfg, corpus_manifests(cfg.corpus, out / "shared", progress), out / "shared").best)
 
     phase1 = first_phase(cfg, base, toks, out)
     order = {key: i for i, key in enumerate([c.key for c in phase1] + second_phase_keys(cfg, toks))}
@@ -695,13 +833,16 @@ def run_loss_grid(
 
     main = [c for c in phase1 if not c.sweep]
     phase2, sweep_report, pending = second_phase(cfg, base, toks, phase1, out)
-    if cfg.alpha_sweep:
+    if phase2:
         more = run_cells(mine(phase2), runner, jobs, cfg.keep_last_checkpoint, progress)
         stats = {k: stats[k] + more[k] for k in stats}
         main += phase2
 
     results = [(c, read_result(c)) for c in main]
     done = [{**r, "tokenizer": c.tokenizer, "loss": c.loss, "alpha": c.alpha, "seed": c.seed} for c, r in results if r]
+    for key, s in sweep_report.items():  # the seed noise the sweep's spread is read against
+        dev = [r["evals"]["dev"]["wer"] for r in done if f"{r['tokenizer']}/{r['loss']}" == key and "dev" in r["evals"]]
+        s["dev_seed_std"] = float(torch.tensor(dev, dtype=torch.float64).std()) if len(dev) > 1 else None
     pending += [c.key for c, r in results if r is None]
     total = len(toks) * len(cfg.losses) * len(cfg.seeds)
     if pending:

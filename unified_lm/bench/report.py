@@ -5,9 +5,10 @@ seed, ``evals`` with per-utterance error counts, ``curves`` from ``metrics.jsonl
 alpha sweep. Output, in the grid's directory:
 
 - ``results.csv``: one row per (tokenizer, loss, evaluation set): WER and CER as mean and
-  sample std over seeds, and for every loss but the baseline the relative WER change
-  against it with a paired-bootstrap confidence interval (``bootstrap.paired_bootstrap``,
-  utterances resampled, seeds pooled);
+  sample std over seeds, each seed's WER, and for every loss but the baseline the relative
+  WER change against it with a two-level paired bootstrap interval
+  (``bootstrap.hierarchical_bootstrap``: seeds resampled, then utterances, so the interval
+  covers training noise as well as the test set's);
 - ``results.md``: the same table, the alpha sweep and which alpha was used, notes (skipped
   tokenizers, pending cells), and the figures;
 - ``wer.png`` (WER per loss, std bars), ``rel_change.png`` (relative change with its
@@ -32,14 +33,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..io import atomic_open, atomic_write_text
-from .bootstrap import paired_bootstrap
+from .bootstrap import hierarchical_bootstrap
 from .tables import markdown_table, write_csv
 
 # The loss parts in plotting order; any other part a loss logs follows them.
 CURVE_ORDER = ("loss", "ce_text", "ce_speech", "kl_speech")
 CSV_FIELDS = (
     "tokenizer", "loss", "alpha", "eval", "subset", "seeds", "num_utts",
-    "wer_mean", "wer_std", "cer_mean", "cer_std",
+    "wer_mean", "wer_std", "cer_mean", "cer_std", "seed_list", "wer_per_seed", "cer_per_seed",
     "baseline", "rel_wer_change", "ci_low", "ci_high", "p_better",
 )  # fmt: skip
 
@@ -156,6 +157,10 @@ def _table_row(tok, loss, runs, row: EvalRow, base_runs, baseline, bootstrap: Bo
         "wer_std": wer_std,
         "cer_mean": cer_mean,
         "cer_std": cer_std,
+        # Per seed, ';'-joined: the table's spread comes from these.
+        "seed_list": ";".join(str(r["seed"]) for r in runs),
+        "wer_per_seed": ";".join(f"{w:.6g}" for w, _ in rates),
+        "cer_per_seed": ";".join(f"{c:.6g}" for _, c in rates),
         "baseline": None,
         "rel_wer_change": None,
         "ci_low": None,
@@ -169,7 +174,7 @@ def _table_row(tok, loss, runs, row: EvalRow, base_runs, baseline, bootstrap: Bo
     base, sys_, ref = _paired_arrays(base_errors, errors)
     if ref.size == 0:
         return out
-    b = paired_bootstrap(base, sys_, ref, bootstrap.num_samples, bootstrap.confidence, bootstrap.seed)
+    b = hierarchical_bootstrap(base, sys_, ref, bootstrap.num_samples, bootstrap.confidence, bootstrap.seed)
     out.update(baseline=baseline, rel_wer_change=b.rel_change, ci_low=b.ci_low, ci_high=b.ci_high, p_better=b.p_better)
     return out
 
@@ -245,9 +250,11 @@ def _markdown(rows, baseline, sweep, notes, header, bootstrap: BootstrapSettings
         "## WER and CER per cell",
         "",
         f"Mean ± sample std over seeds, in %. The relative WER change is against `{baseline}` "
-        f"with a {conf} paired-bootstrap interval ({bootstrap.num_samples} resamples of the "
-        "utterances, both systems scored on the same resample, seeds pooled by averaging each "
-        f"utterance's errors); P(better) is the share of resamples where the loss beats `{baseline}`.",
+        f"with a {conf} two-level paired-bootstrap interval ({bootstrap.num_samples} resamples: the "
+        "training seeds drawn with replacement, the same seed positions for both losses, each "
+        "utterance's errors averaged over the drawn seeds, then the utterances drawn, the same for "
+        "both), so the interval covers seed-to-seed noise as well as the test set's; P(better) is "
+        f"the share of resamples where the loss beats `{baseline}`. Per-seed numbers: results.csv.",
         "",
         *markdown_table(["tokenizer", "loss", "eval", "utts", "seeds", "WER %", "CER %",
                          f"WER change vs {baseline} [{conf} CI]", "P(better)"], [], align="lllrrrrrr"),
@@ -276,10 +283,10 @@ def _sweep_markdown(sweep: dict[str, dict]) -> list[str]:
     lines = [
         "## SLD alpha, chosen on dev",
         "",
-        "Each alpha of the sweep trains one sld cell (first seed); the alpha with the lowest WER "
-        "on the full dev set is used for every seed of the sld cells above. Test sets play no part.",
+        "Each alpha of a sweep trains one cell of that sld entry (first seed); the alpha with the "
+        "lowest WER on the full dev set is used for every seed of its cells above. Test sets play no part.",
         "",
-        *markdown_table(["tokenizer", "alpha", "dev WER %", "dev CER %", "used"], [], align="lrrrc"),
+        *markdown_table(["tokenizer/loss", "alpha", "dev WER %", "dev CER %", "used"], [], align="lrrrc"),
     ]
     for tok, s in sweep.items():
         for alpha, wer in s["dev_wer"].items():
@@ -292,8 +299,27 @@ def _sweep_markdown(sweep: dict[str, dict]) -> list[str]:
         if s["chosen"] is None:
             lines.append(f"- {tok}: alpha not chosen yet (sweep cells pending); its seeded sld cells wait for it.")
         else:
-            lines.append(f"- {tok}: alpha = {s['chosen']:g} (lowest dev WER of the sweep, seed {s['seed']}).")
+            lines.append(f"- {tok}: alpha = {s['chosen']:g} (lowest dev WER of the sweep, seed {s['seed']}).{_informative(s)}")
     return lines + [""]
+
+
+def _informative(s: dict) -> str:
+    """What the sweep's dev WERs tell apart, against twice the sample std of dev WER over the
+    seeds of the chosen alpha's cells: the whole range, then the winner's lead over the next."""
+    wers = sorted(w for w in s["dev_wer"].values() if w is not None)
+    std = s.get("dev_seed_std")
+    if std is None or len(wers) < 2 or std != std:
+        return ""
+    spread, lead, noise = wers[-1] - wers[0], wers[1] - wers[0], 2 * std
+    pts = f"{100 * std:.2f} points of dev seed std at the chosen alpha"
+    if spread <= noise:
+        return f" The sweep's dev WERs span {100 * spread:.2f} points, within seed noise ({pts}): any of its alphas would do."
+    if lead <= noise:
+        return (
+            f" The sweep spans {100 * spread:.2f} points, more than twice the {pts}, but the chosen alpha leads "
+            f"the next by {100 * lead:.2f}: the choice between those two is within seed noise."
+        )
+    return f" The chosen alpha leads the next by {100 * lead:.2f} points, more than twice the {pts}: informative."
 
 
 # ---- figures ----------------------------------------------------------------------------
