@@ -84,11 +84,6 @@ def _check(n: int, confidence: float, num_samples: int) -> None:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
 
-def _relative(e_base: np.ndarray, e_sys: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(e_base > 0, e_sys / e_base - 1.0, np.nan)
-
-
 def hierarchical_bootstrap(
     baseline_errors: ArrayLike,
     system_errors: ArrayLike,
@@ -123,7 +118,8 @@ def hierarchical_bootstrap(
         # [size, seeds, utts] -> mean over the drawn seeds -> the drawn utterances, summed.
         e_base = np.take_along_axis(base[seeds_b].mean(axis=1), idx, axis=1).sum(axis=1)
         e_sys = np.take_along_axis(sys_[seeds_s].mean(axis=1), idx, axis=1).sum(axis=1)
-        rel[start : start + size] = _relative(e_base, e_sys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel[start : start + size] = np.where(e_base > 0, e_sys / e_base - 1.0, np.nan)
         better[start : start + size] = e_sys < e_base
     return _interval(rel, better, base.mean(axis=0), sys_.mean(axis=0), ref, confidence)
 
@@ -136,25 +132,13 @@ def paired_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> PairedBootstrap:
-    """Relative WER change of ``system`` against ``baseline`` with a paired percentile interval.
+    """Relative WER change of ``system`` against ``baseline`` with a paired percentile
+    interval over the utterances only.
 
     ``*_errors`` are word errors per utterance, ``[utts]`` or ``[seeds, utts]`` (seeds are
-    averaged; the two systems may have different numbers); ``ref_words`` the reference
-    length of each utterance. Utterance ``i`` must be the same utterance in all three.
+    averaged first, so the interval ignores seed-to-seed noise; the two systems may have
+    different numbers); ``ref_words`` the reference length of each utterance. It is
+    ``hierarchical_bootstrap`` with one (averaged) seed per system.
     """
-    base, sys_, ref = pool_runs(baseline_errors), pool_runs(system_errors), np.asarray(ref_words, dtype=np.float64)
-    if not base.shape == sys_.shape == ref.shape:
-        raise ValueError(f"utterance counts differ: baseline {base.shape}, system {sys_.shape}, refs {ref.shape}")
-    n = base.size
-    _check(n, confidence, num_samples)
-    rng = np.random.default_rng(seed)
-    rel = np.empty(num_samples)
-    better = np.empty(num_samples, dtype=bool)
-    per_chunk = max(1, CHUNK_ELEMENTS // n)
-    for start in range(0, num_samples, per_chunk):
-        stop = min(start + per_chunk, num_samples)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        e_base, e_sys = base[idx].sum(axis=1), sys_[idx].sum(axis=1)
-        rel[start:stop] = _relative(e_base, e_sys)
-        better[start:stop] = e_sys < e_base
-    return _interval(rel, better, base, sys_, ref, confidence)
+    base, sys_ = pool_runs(baseline_errors), pool_runs(system_errors)
+    return hierarchical_bootstrap(base[None], sys_[None], ref_words, num_samples, confidence, seed)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import time
 import traceback
@@ -842,7 +843,7 @@ def run_loss_grid(
     done = [{**r, "tokenizer": c.tokenizer, "loss": c.loss, "alpha": c.alpha, "seed": c.seed} for c, r in results if r]
     for key, s in sweep_report.items():  # the seed noise the sweep's spread is read against
         dev = [r["evals"]["dev"]["wer"] for r in done if f"{r['tokenizer']}/{r['loss']}" == key and "dev" in r["evals"]]
-        s["dev_seed_std"] = float(torch.tensor(dev, dtype=torch.float64).std()) if len(dev) > 1 else None
+        s["dev_seed_std"] = statistics.stdev(dev) if len(dev) > 1 else None
     pending += [c.key for c, r in results if r is None]
     total = len(toks) * len(cfg.losses) * len(cfg.seeds)
     if pending:
