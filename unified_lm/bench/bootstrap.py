@@ -75,15 +75,6 @@ def _interval(
     )
 
 
-def _check(n: int, confidence: float, num_samples: int) -> None:
-    if n == 0:
-        raise ValueError("no utterances to resample")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-
-
 def hierarchical_bootstrap(
     baseline_errors: ArrayLike,
     system_errors: ArrayLike,
@@ -105,7 +96,12 @@ def hierarchical_bootstrap(
     if base.ndim != 2 or sys_.ndim != 2 or not base.shape[1] == sys_.shape[1] == ref.size:
         raise ValueError(f"utterance counts differ: baseline {base.shape}, system {sys_.shape}, refs {ref.shape}")
     n = ref.size
-    _check(n, confidence, num_samples)
+    if n == 0:
+        raise ValueError("no utterances to resample")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     rng = np.random.default_rng(seed)
     rel = np.empty(num_samples)
     better = np.empty(num_samples, dtype=bool)
