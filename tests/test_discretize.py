@@ -24,7 +24,7 @@ from unified_lm.discretize import (
     load_tokenizer,
 )
 from unified_lm.discretize.kmeans import FaissKMeans, FrameSampler, SklearnKMeans
-from unified_lm.discretize.postprocess import UnitBPE, dedup
+from unified_lm.discretize.postprocess import UnitBPE, UnitUnigram, dedup
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.io import read_jsonl
 
@@ -210,18 +210,61 @@ def test_bpe_round_trip_and_durations():
     assert len(unseen) >= 1
     with pytest.raises(ConfigError, match="smaller than the 20 units"):
         UnitBPE.train(seqs, num_units=20, vocab_size=10)
+    capped = UnitBPE.train(seqs, num_units=20, vocab_size=30, max_piece_units=2)
+    assert max(len(p) for p in capped.tokenizer.get_vocab()) == 2
+    with pytest.raises(ConfigError, match="yield only .* distinct pieces of at most 2 units"):
+        UnitBPE.train(seqs, num_units=20, vocab_size=5000, max_piece_units=2)  # used to return fewer, silently
 
 
-def test_fit_with_bpe_on_espeak_speech(tmp_path):
+def test_unigram_round_trip_durations_and_the_reference_options():
+    rng = np.random.default_rng(0)
+    # Units 0..17 only (18 and 19 never seen), each held over 1-3 frames as without dedup.
+    words = [np.repeat(rng.integers(0, 18, 4), rng.integers(1, 4, 4)) for _ in range(40)]
+    seqs = [np.concatenate([words[i] for i in rng.integers(0, 40, 12)]) for _ in range(300)]
+    uni = UnitUnigram.train(seqs, num_units=20, vocab_size=60)
+    assert uni.vocab_size == 60  # the asked size, met
+    pieces = [uni.sp.id_to_piece(i) for i in range(1, uni.vocab_size)]
+    assert max(len(p) for p in pieces) <= 16  # the reference's max piece length
+    assert any(len(set(p)) < len(p) for p in pieces)  # repeats are kept, not collapsed
+    seq = seqs[0]
+    durations = rng.integers(1, 4, len(seq))
+    ids, piece_durations = uni.encode(seq, durations)
+    assert len(ids) < len(seq)
+    assert [ord(c) - 0xE000 for c in "".join(uni.sp.id_to_piece(int(i)) for i in ids)] == seq.tolist()
+    assert piece_durations.sum() == durations.sum() and len(piece_durations) == len(ids)
+    unseen, _ = uni.encode(np.array([19, 0]))  # every unit is a piece, seen or not: never <unk>
+    assert 0 not in unseen.tolist() and [uni.sp.id_to_piece(int(i)) for i in unseen] == ["\ue013", "\ue000"]
+    with pytest.raises(ConfigError, match=r"subword_vocab_size=5000: SentencePiece cannot train it \(.*<= \d+"):
+        UnitUnigram.train(seqs, num_units=20, vocab_size=5000)
+    with pytest.raises(ConfigError, match="smaller than the 20 units"):
+        UnitUnigram.train(seqs, num_units=20, vocab_size=20)  # <unk> takes an id
+
+
+def test_a_tokenizer_saved_with_bpe_vocab_size_loads_as_the_bpe_it_was(tmp_path):
+    from unified_lm.discretize.tokenizer_recipe import load_recipe
+
+    old = yaml.safe_load(FBANK.read_text())
+    old["post"] = {"dedup": True, "bpe_vocab_size": 60}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(old))
+    post = load_recipe(tmp_path / "recipe.yaml").post
+    assert (post.subwords, post.subword_vocab_size, post.max_piece_units) == ("bpe", 60, None)
+    with pytest.raises(ConfigError, match="go together"):
+        load_recipe(FBANK, ["post.subwords=unigram"])
+
+
+# Unigram EM keeps only the pieces that pay on 3 sentences: it is asked for fewer.
+@pytest.mark.parametrize("subwords,size,file", [("unigram", 18, "unigram.model"), ("bpe", 60, "bpe.json")])
+def test_fit_with_subwords_on_espeak_speech(tmp_path, subwords, size, file):
     sentences = ["the quick brown fox jumps over the lazy dog", "speech turns into units", "one two three four five"]
     manifest = espeak_corpus(tmp_path / "speech", sentences)
-    meta = fit(FBANK, manifest, tmp_path / "tok", SMALL_FBANK + ["post.dedup=true", "post.bpe_vocab_size=60"])
-    assert meta.num_units == 60 and meta.codebook_size == 60
-    assert (tmp_path / "tok" / "bpe.json").is_file()
+    post = ["post.dedup=true", f"post.subwords={subwords}", f"post.subword_vocab_size={size}"]
+    meta = fit(FBANK, manifest, tmp_path / "tok", SMALL_FBANK + post)
+    assert meta.num_units == size and meta.codebook_size == size
+    assert (tmp_path / "tok" / file).is_file()
     summary = apply_tokenizer(tmp_path / "tok", manifest, tmp_path / "units.jsonl", progress=False)
     assert summary["utterances"] == 3
     for rec in read_jsonl(tmp_path / "units.jsonl"):
-        assert all(0 <= u < 60 for u in rec["units"])
+        assert all(0 <= u < size for u in rec["units"])
         assert len(rec["durations"]) == len(rec["units"])
         assert rec["tokenizer"] == meta.identity
 
@@ -284,7 +327,7 @@ def test_encodec_dedup_needs_one_codebook(corpus, tmp_path):
 
 
 SSL = RECIPES / "ssl-km.yaml"
-SMALL_SSL = ["kmeans.k=8", "kmeans.sample_fraction=1.0", "kmeans.backend=faiss", "post.bpe_vocab_size=null"]
+SMALL_SSL = ["kmeans.k=8", "kmeans.sample_fraction=1.0", "kmeans.backend=faiss", "post.subwords=null", "post.subword_vocab_size=null"]
 
 
 def test_ssl_tiny_hubert_through_the_recipe(corpus, tmp_path):

@@ -36,3 +36,14 @@ def test_bench_writes_tables_for_recipes_and_fitted_dirs(tmp_path, capsys):
     assert {r["section"] for r in rows} == {"throughput", "assignment"}
     assert (out / "discretize.json").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the scratch fit is gone
+
+
+def test_data_memory_bench_measures_both_sides_and_keeps_no_manifest(tmp_path):
+    from unified_lm.bench.data_memory import run_data_memory_bench
+
+    out = run_data_memory_bench(tmp_path, records=3000, mean_units=175, list_records=1000)
+    kinds = [(r["kind"], r["records"]) for r in out["results"]]
+    assert kinds == [("list", 1000), ("packed", 1000), ("packed", 3000)]
+    assert all(r["units"] > 100 * r["records"] for r in out["results"])
+    assert out["ratio"] > 3  # lists of Python ints cost several times the packed array
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data_memory.json", "data_memory.md"]

@@ -129,3 +129,29 @@ def test_iter_jsonl_reports_each_bad_line(tmp_path):
     assert [e.line for e in errs] == [2, 3, 4]
     assert "UTF-8" in str(errs[0]) and "m.jsonl:2" in str(errs[0])
     assert "JSON object" in str(errs[1]) and "not valid JSON" in str(errs[2])
+
+
+def test_packaged_recipes_are_found_from_outside_the_clone(tmp_path, monkeypatch):
+    from unified_lm.config import PRESETS, find_config, load_yaml
+    from unified_lm.discretize.tokenizer_recipe import load_recipe
+
+    monkeypatch.chdir(tmp_path)  # no tokenizers/ or experiments/ here
+    assert find_config("tokenizers/ctc-km500.yaml") == PRESETS / "tokenizers" / "ctc-km500.yaml"
+    assert load_recipe("tokenizers/ctc-km500.yaml").name == "ctc-km500"
+    assert load_yaml("experiments/asr_sld.yaml")["loss"]["name"] == "sld"
+    (tmp_path / "tokenizers").mkdir()
+    (tmp_path / "tokenizers" / "ctc-km500.yaml").write_text("name: mine\nkind: kmeans\nkmeans: {features: {type: fbank}, k: 4}\n")
+    assert load_recipe("tokenizers/ctc-km500.yaml").name == "mine"  # a file of the user's own comes first
+    with pytest.raises(ConfigError, match="tokenizers/nope.yaml: config file not found"):
+        load_yaml("tokenizers/nope.yaml")
+
+
+def test_a_mapping_field_given_in_a_section_replaces_the_default_whole():
+    from unified_lm.recipes.configs import LMConfig
+
+    from unified_lm.config import PRESETS
+
+    overrides = ["tasks.mixture={speech_lm: 1.0, text_lm: 1.0}"]
+    cfg = load_config(LMConfig, PRESETS / "experiments" / "asr_sld.yaml", overrides)
+    assert cfg.tasks.mixture == {"speech_lm": 1.0, "text_lm": 1.0}  # asr is not merged back in
+    assert cfg.tasks.max_text_tokens == 150  # while the section's other keys keep the recipe's values

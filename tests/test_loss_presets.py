@@ -130,7 +130,7 @@ def test_paper_preset_asks_for_its_local_checkpoints(monkeypatch, paper_models):
     assert (base.model.preset, base.model.init_from, base.time_mask) == ("gpt2-medium", str(gpt2), 0.3)
     assert cfg.corpus.speed_perturb == [0.9, 1.0, 1.1] and cfg.train.launch[:2] == ["accelerate", "launch"]
     recipes = [load_recipe(t.recipe, t.overrides) for t in cfg.tokenizers]
-    assert [(r.kmeans.k, r.kmeans.features["type"], r.post.bpe_vocab_size) for r in recipes] == [(2000, "ssl", 6000)] * 2
+    assert [(r.kmeans.k, r.kmeans.features["type"], r.post.subwords, r.post.subword_vocab_size) for r in recipes] == [(2000, "ssl", "unigram", 6000)] * 2
     # Until their model paths are set, both SSL tokenizers would be skipped with a note.
     assert [_unset_checkpoint(r) for r in recipes] == ["kmeans.features.model_path"] * 2
 
@@ -150,13 +150,13 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     monkeypatch.chdir(REPO)
     small_tokenizer = [
         "kmeans.features.layer=1", "kmeans.features.device=cpu", "kmeans.k=8",
-        "kmeans.sample_fraction=1.0", "post.bpe_vocab_size=12",
+        "kmeans.sample_fraction=1.0", "post.subword_vocab_size=12",
     ]  # fmt: skip
     tokenizers = [
         {"recipe": entry["recipe"], "overrides": [*entry["overrides"], f"kmeans.features.model_path={model}", *small_tokenizer]}
         for entry, model in zip(_paper_preset()["tokenizers"], (models["wavlm"], models["hubert"]))
     ]
-    assert [t["overrides"][0] for t in tokenizers] == ["name=wavlm-large-l23-km2000-bpe6000", "name=hubert-large-l23-km2000-bpe6000"]
+    assert [t["overrides"][0] for t in tokenizers] == ["name=wavlm-large-l23-km2000-sp6000", "name=hubert-large-l23-km2000-sp6000"]
     train = _paper_train_overrides(
         models["gpt2"],
         "data.num_workers=0", "data.max_tokens=512", "optim.warmup_steps=1",
@@ -176,11 +176,11 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     ]
     # 2 tokenizers x (mask, ce x 3 seeds + 2 variants' 3 sweep cells): slice 0 of 100 is the first cell alone.
     summary = run_loss_grid(PAPER, overrides, cells="0/100", progress=False)
-    key = "wavlm-large-l23-km2000-bpe6000/mask/seed0"
+    key = "wavlm-large-l23-km2000-sp6000/mask/seed0"
     assert summary["cells"]["ran"] == [key] and summary["cells"]["failed"] == []
     assert summary["cells"]["done"] == 1 and summary["cells"]["total"] == 24
 
-    cell = next(out.glob("cells/wavlm-large-l23-km2000-bpe6000.mask.seed0.*"))
+    cell = next(out.glob("cells/wavlm-large-l23-km2000-sp6000.mask.seed0.*"))
     result = json.loads((cell / "result.json").read_text())
     assert result["train"]["steps"] == 2
     assert {name: ev["num_utts"] for name, ev in result["evals"].items()} == {"dev": 2, "test": 4, "degraded": 4}
@@ -197,13 +197,13 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     # Both SSL tokenizers were fitted (k-means then unit BPE) on the original audio, and the
     # training units hold every speed factor.
     for name in ("wavlm", "hubert"):
-        tokdir = next(out.glob(f"shared/tok/{name}-large-l23-km2000-bpe6000-*"))
+        tokdir = next(out.glob(f"shared/tok/{name}-large-l23-km2000-sp6000-*"))
         meta = json.loads((tokdir / "meta.json").read_text())
         assert (meta["num_units"], meta["frame_rate"]) == (12, 50.0)
-        assert (tokdir / "bpe.json").is_file()
-    units = read_jsonl(next(out.glob("shared/units/wavlm-large-l23-km2000-bpe6000-*/train.jsonl")))
+        assert (tokdir / "unigram.model").is_file()
+    units = read_jsonl(next(out.glob("shared/units/wavlm-large-l23-km2000-sp6000-*/train.jsonl")))
     ids = sorted(r["id"] for r in units)
     assert len(ids) == 3 * 6 and sum(i.endswith("-sp0.9") for i in ids) == sum(i.endswith("-sp1.1") for i in ids) == 6
     md = (out / "results.md").read_text()
-    assert "| wavlm-large-l23-km2000-bpe6000 | mask | test | 4 | 1 |" in md
+    assert "| wavlm-large-l23-km2000-sp6000 | mask | test | 4 | 1 |" in md
     assert "23 cell(s) pending" in md

@@ -199,3 +199,15 @@ def test_a_phase_naming_no_part_of_the_model_is_refused_with_the_parts(tmp_path)
     with pytest.raises(ConfigError, match=r"\['decoder'\] name no part of the model; its parts: 0, 1, 2"):
         fit(_recipe(), _phased(tmp_path / "run", [{"steps": 4}, {"train": ["decoder"]}]))
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_precision_follows_the_launcher_unless_the_recipe_sets_it(monkeypatch, caplog):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert loop.resolve_precision(None) == "no"  # neither says: fp32
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # as `accelerate launch --mixed_precision fp16` sets it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert loop.resolve_precision(None) == "fp16"
+    assert not caplog.records
+    assert loop.resolve_precision("no") == "no"
+    assert "precision=no in the recipe overrides the launcher's --mixed_precision fp16" in caplog.text
+    assert from_dict(TrainingConfig, {}).precision is None

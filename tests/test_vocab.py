@@ -182,3 +182,27 @@ def test_from_text_tokenizer_keeps_the_pretrained_ids(tmp_path):
 
     with pytest.raises(DataError, match="tokenizer file not found"):
         UnifiedVocab.from_text_tokenizer(tmp_path, [KMEANS])
+
+
+@pytest.mark.parametrize("start", ["trained", "gpt2"])
+def test_a_saved_vocabulary_loads_with_auto_tokenizer_at_the_same_ids(tmp_path, start):
+    from transformers import AutoTokenizer
+
+    if start == "gpt2":
+        _gpt2_like_tokenizer(tmp_path / "gpt2")
+        v = UnifiedVocab.from_text_tokenizer(tmp_path / "gpt2", [KMEANS, ENCODEC])
+    else:
+        v = tiny_vocab(speech=(KMEANS, ENCODEC))
+    v.save(tmp_path / "ckpt")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    assert len(hf) == len(v)
+    assert hf.encode("the dog sat in the park", add_special_tokens=False) == v.encode_text("the dog sat in the park")
+    assert {t: hf.convert_tokens_to_ids(t) for t in v.special_ids} == v.special_ids
+    assert (hf.pad_token_id, hf.eos_token_id) == (v.pad_id, v.text_end_id)
+    for meta, units in ((KMEANS, [0, 9]), (ENCODEC, [0, 7])):
+        tokens = [v.speech_token(meta, u) for u in units]
+        assert hf.convert_tokens_to_ids(tokens) == v.encode_units(units, meta.identity)
+    # A whole ASR example: speech tokens, then text, decoded back to the transcript.
+    ids = hf.encode(f"<asr>{v.speech_token(KMEANS, 3)}<speech_end>hello world<text_end>", add_special_tokens=False)
+    assert ids == [v.task_id("asr"), *v.encode_units([3], KMEANS.identity), v.speech_end_id, *v.encode_text("hello world"), v.text_end_id]
+    assert hf.decode(ids, skip_special_tokens=True).endswith("hello world")

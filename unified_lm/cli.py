@@ -46,6 +46,16 @@ def cmd_corpus_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_import(args: argparse.Namespace) -> int:
+    from .corpus.importers import ImportOptions, import_corpus
+
+    opts = ImportOptions(tuple(args.parts), args.lowercase, args.sample_rate, args.jobs)
+    counts = import_corpus(args.format, args.source, args.out, opts)
+    for split, n in counts.items():
+        print(f"{args.out / (split + '.jsonl')}: {n} utterances")
+    return 0
+
+
 def cmd_corpus_validate(args: argparse.Namespace) -> int:
     from .corpus.validate import validate_manifest
 
@@ -183,6 +193,13 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_data_memory(args: argparse.Namespace) -> int:
+    from .bench.data_memory import run_data_memory_bench
+
+    run_data_memory_bench(args.out, records=args.records, mean_units=args.units, list_records=args.list_records)
+    return 0
+
+
 def cmd_bench_prefix_ablation(args: argparse.Namespace) -> int:
     from .bench.prefix_ablation import run_prefix_ablation
 
@@ -260,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", nargs="*", type=Path, default=[], metavar="MANIFEST",
                    help="audio manifests whose transcripts must not appear (the dev and test sets)")
     s.set_defaults(fn=cmd_corpus_text)
+    s = corpus.add_parser("import", help="a real corpus (LibriSpeech, Kaldi, lhotse, HF datasets) into manifests",
+                          description="Writes OUT/<split>.jsonl for each split of SOURCE (docs/usage.md).")
+    s.add_argument("format", choices=["librispeech", "kaldi", "lhotse", "hf"],
+                   help="librispeech: a LibriSpeech-layout tree; kaldi: a data dir; lhotse: its manifests "
+                        "(a folder or one cuts file); hf: a local Hugging Face dataset (parquet or save_to_disk)")
+    s.add_argument("source", type=Path)
+    s.add_argument("--out", required=True, type=Path, help="folder for the manifests (and any embedded audio)")
+    s.add_argument("--parts", nargs="*", default=[], metavar="SPLIT", help="only these splits (default: all found)")
+    s.add_argument("--lowercase", action="store_true", help="lower-case the transcripts (LibriSpeech's are upper case)")
+    s.add_argument("--sample-rate", type=int, default=16000, help="kaldi: the audio's rate, which a data dir does not record")
+    s.add_argument("--jobs", type=int, default=1, help="parallel workers reading audio headers")
+    s.set_defaults(fn=cmd_corpus_import)
     s = corpus.add_parser("validate", help="check manifests and report every bad line")
     s.add_argument("manifests", nargs="+", type=Path)
     s.add_argument("--no-audio", action="store_true", help="check fields only, do not open audio")
@@ -335,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/bench/speed"))
     s.add_argument("--preset", default="small")
     s.set_defaults(fn=cmd_bench_speed)
+    s = bench.add_parser("data-memory", help="resident memory of the training data: packed units vs lists")
+    s.add_argument("--records", type=int, default=1_000_000)
+    s.add_argument("--units", type=int, default=175, help="mean units per record")
+    s.add_argument("--list-records", type=int, default=200_000, help="records the list side loads (scaled up)")
+    s.add_argument("--out", type=Path, default=Path("runs/bench/data_memory"))
+    s.set_defaults(fn=cmd_bench_data_memory)
     s = bench.add_parser("prefix-ablation", help="Spectron's ablations on the continuous path (resumable)")
     s.add_argument("--config", required=True, type=Path, help="e.g. experiments/prefix_ablation.yaml")
     s.add_argument("--out", type=Path, default=Path("runs/bench/prefix_ablation"))

@@ -21,8 +21,22 @@ from .errors import ConfigError
 C = TypeVar("C")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+# The recipes (tokenizers/, experiments/) ship inside the package; a clone links them at its
+# top level, so the same relative path works in a clone, outside one, and after pip install.
+PRESETS = Path(__file__).parent / "presets"
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` itself if it is a file; else, for a relative path such as
+    ``tokenizers/ctc-km500.yaml``, the recipe of that name shipped with the package."""
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (PRESETS / path).is_file():
+        return PRESETS / path
+    return path
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = find_config(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -67,7 +81,7 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
         if isinstance(value, dict) and default is not dataclasses.MISSING and dataclasses.is_dataclass(hints[name]):
             # A section given in part keeps the rest of *this* config's default for it (a
             # recipe's own optim defaults, say), not the section class's defaults.
-            value = _merge(to_dict(default()), value)
+            value = _merge(hints[name], to_dict(default()), value)
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
@@ -148,10 +162,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(cls: type, base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section; a mapping-valued field (a task
+    mixture, say) is replaced whole, never merged key by key."""
+    hints = typing.get_type_hints(cls)
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        section = dataclasses.is_dataclass(hints.get(k)) and isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _merge(hints[k], out[k], v) if section else v
     return out
 
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import PRESETS
 from .errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
 
 
@@ -55,9 +55,9 @@ FULL = DemoScale(num_utts=10000, max_steps=5000, eval_every=500, tokenizer="ctc-
 
 
 def _recipe(folder: str, name: str) -> Path:
-    path = REPO / folder / name
+    path = PRESETS / folder / name
     if not path.is_file():
-        raise ConfigError(f"{path}: recipe not found (the demo runs from a checkout of the repository)")
+        raise ConfigError(f"{path}: recipe not found (is the package installed whole?)")
     return path
 
 

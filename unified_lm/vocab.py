@@ -15,7 +15,10 @@ offsets already applied by the discretizer (see ``TokenizerMeta``), so a tokeniz
 are simply ``start + unit``.
 
 A vocabulary is saved beside the checkpoint as two plain JSON files: ``unified_vocab.json``
-(the layout, readable by eye) and ``text_tokenizer.json`` (the HF tokenizer).
+(the layout, readable by eye) and ``text_tokenizer.json`` (the HF tokenizer); and, for
+``AutoTokenizer.from_pretrained``, the whole vocabulary as one Hugging Face tokenizer
+(``tokenizer.json``, ``tokenizer_config.json``): the text tokens, then the special tokens and
+one token per speech unit (``<NAME:UNIT>``), each at its id here.
 """
 
 from __future__ import annotations
@@ -156,6 +159,25 @@ class UnifiedVocab:
             ],
         }
         atomic_write_text(directory / VOCAB_FILE, json.dumps(layout, indent=2, ensure_ascii=False) + "\n")
+        self._save_hf_tokenizer(directory)
+
+    def speech_token(self, meta: TokenizerMeta, unit: int) -> str:
+        """The name of a speech unit's token in the Hugging Face tokenizer."""
+        return f"<{meta.name}:{unit}>"
+
+    def _save_hf_tokenizer(self, directory: Path) -> None:
+        from tokenizers import AddedToken
+        from transformers import PreTrainedTokenizerFast
+
+        tok = Tokenizer.from_str(self.text_tokenizer.to_str())
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in self.special_ids])
+        tok.add_tokens(
+            [AddedToken(self.speech_token(m, u), normalized=False) for m in self.tokenizers for u in range(m.num_units)]
+        )
+        if tok.get_vocab_size(with_added_tokens=True) != len(self):  # a text token named like one of ours
+            raise ConfigError(f"the Hugging Face tokenizer would have {tok.get_vocab_size()} ids, the vocabulary {len(self)}")
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<text_end>")
+        hf.save_pretrained(str(directory))
 
     @classmethod
     def load(cls, directory: str | Path) -> "UnifiedVocab":

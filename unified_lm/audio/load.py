@@ -23,6 +23,9 @@ from ..errors import ConfigError, DataError
 
 SAMPLE_RATE = 16000  # the toolkit's canonical rate: every discretizer consumes 16 kHz
 
+Segment = tuple[float, float]  # (offset, duration) in seconds: a stretch of a longer recording
+SEGMENT_SLACK_S = 0.02
+
 # Below 4 kHz nothing speech-like is left to resample; above 384 kHz the header is
 # corrupt rather than the recording exotic.
 MIN_SAMPLE_RATE = 4000
@@ -71,16 +74,20 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(info.samplerate, info.frames, info.channels, info.format)
 
 
-def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Decodes a file at its own rate: ``(waveform [samples] float32 mono, sample_rate)``.
+def read_audio(path: str | Path, segment: Segment | None = None) -> tuple[torch.Tensor, int]:
+    """Decodes a file at its own rate: ``(waveform [samples] float32 mono, sample_rate)``;
+    with ``segment`` = (offset, duration) in seconds, only that stretch (a Kaldi segment, a
+    lhotse supervision), read without decoding the rest.
 
     Channels are averaged. Raises DataError naming the file for anything a model should
-    never see: a missing, empty, corrupt or truncated file, zero samples, NaN or inf.
+    never see: a missing, empty, corrupt or truncated file, zero samples, NaN or inf, a
+    segment past the file's end.
     """
     path = Path(path)
     info = audio_info(path)
+    start, frames = _segment_frames(path, info, segment)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
     except RuntimeError as e:  # soundfile.LibsndfileError
         raise DataError(path, f"audio data cannot be decoded ({_sf_reason(e)})") from None
     if data.shape[0] == 0:
@@ -92,12 +99,27 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     return wav.contiguous(), sr
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """A file as a 1-D float32 mono waveform at ``sample_rate`` (resampled if needed)."""
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, segment: Segment | None = None) -> torch.Tensor:
+    """A file (or its ``segment``) as a 1-D float32 mono waveform at ``sample_rate``."""
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"target sample rate must be a positive int, got {sample_rate!r}")
-    wav, sr = read_audio(path)
+    wav, sr = read_audio(path, segment)
     return resample(wav, sr, sample_rate)
+
+
+def _segment_frames(path: Path, info: AudioInfo, segment: Segment | None) -> tuple[int, int]:
+    """``(start, frames)`` for soundfile: the whole file (frames -1) or the segment's samples."""
+    if segment is None:
+        return 0, -1
+    offset, duration = segment
+    start, frames = round(offset * info.sample_rate), round(duration * info.sample_rate)
+    # A segment may end up to the rounding of its times past the last sample (Kaldi writes
+    # two decimals); any further is a wrong segment, not a short file.
+    if offset < 0 or duration <= 0 or start + frames > info.num_frames + round(SEGMENT_SLACK_S * info.sample_rate):
+        raise DataError(
+            path, f"segment {offset:.3f}+{duration:.3f} s lies outside the file (it lasts {info.duration:.3f} s)"
+        )
+    return start, min(frames, info.num_frames - start)
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

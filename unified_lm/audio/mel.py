@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .augment import speed_perturb
 from .features import log_mel_spectrogram
-from .load import load_audio
+from .load import Segment, load_audio
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,11 @@ class MelFrontend:
         with torch.no_grad():
             return log_mel_spectrogram(wave.float(), c.sample_rate, c.n_mels, c.n_fft, c.hop_length, c.log_floor)
 
-    def load(self, path: str | Path, speed: float = 1.0) -> Tensor:
-        """Log-mel frames of an audio file, resampled to the configured rate and played
-        ``speed`` times faster (speed perturbation: tempo and pitch change together)."""
-        return self(speed_perturb(load_audio(path, sample_rate=self.cfg.sample_rate), speed, self.cfg.sample_rate))
+    def load(self, path: str | Path, speed: float = 1.0, segment: Segment | None = None) -> Tensor:
+        """Log-mel frames of an audio file (or its ``segment``), resampled to the configured
+        rate and played ``speed`` times faster (speed perturbation: tempo and pitch together)."""
+        wav = load_audio(path, sample_rate=self.cfg.sample_rate, segment=segment)
+        return self(speed_perturb(wav, speed, self.cfg.sample_rate))
 
     def to_wave(self, log_mel: Tensor) -> Tensor:
         """Griffin-Lim: log-mel [frames, n_mels] -> waveform [samples].

@@ -53,7 +53,7 @@ def load_fbank(path: str, limit: int | None = None) -> list[Example]:
     fbank = build_features({"type": "fbank", "num_mel_bins": 80, "cmn": True})
     out = []
     for r in tqdm(read_audio_manifest(path)[:limit], desc=f"fbank {path}", unit="utt"):
-        f = fbank(load_audio(r.audio_path(path)))
+        f = fbank(load_audio(r.audio_path(path), segment=r.segment))
         n = f.shape[0] // FBANK_STACK * FBANK_STACK
         out.append(Example(f[:n].reshape(n // FBANK_STACK, -1), normalize_text(r.text)))
     return out

@@ -29,7 +29,7 @@ from ..scoring import score_corpus
 def unit_characters(tok: SpeechTokenizer, tokdir: Path) -> list[int]:
     """The CTC label (0 = blank) each unit's centroid stands for."""
     features = getattr(tok.quantizer, "features", None)
-    if not isinstance(features, CtcEncoderFeatures) or tok.bpe is not None:
+    if not isinstance(features, CtcEncoderFeatures) or tok.subwords is not None:
         raise ConfigError(f"{tokdir}: a read-out needs k-means units of ctc_encoder features (no unit BPE)")
     centroids = torch.from_numpy(tok.quantizer.kmeans.centroids).float()
     if features.cfg.posteriors:

@@ -156,7 +156,7 @@ def transform_manifest(
             num_samples = sf.info(str(path)).frames
         else:
             try:
-                wav = load_audio(rec.audio_path(manifest))
+                wav = load_audio(rec.audio_path(manifest), segment=rec.segment)
             except DataError as e:
                 raise DataError(manifest, f"utterance {rec.id!r}: {e}", line) from None
             out = transform(rec, wav)

@@ -1,7 +1,9 @@
 """Audio and unit manifests: JSONL, one utterance a line (lhotse-style: open and read them).
 
 Audio manifest fields: id, audio (path relative to the manifest), text, speaker, duration
-(seconds), optional sample_rate, optional subset.
+(seconds), optional sample_rate, optional subset, optional offset (seconds into the audio
+file where the utterance starts, for segments of longer recordings; ``duration`` is then
+the segment's).
 Unit manifest fields: id, text, speaker, units (list of ints), optional durations,
 tokenizer {name, hash}, optional subset.
 """
@@ -27,11 +29,17 @@ class AudioRecord:
     duration: float
     sample_rate: int | None = None
     subset: str | None = None
+    offset: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def audio_path(self, manifest: str | Path) -> Path:
         p = Path(self.audio)
         return p if p.is_absolute() else Path(manifest).parent / p
+
+    @property
+    def segment(self) -> tuple[float, float] | None:
+        """``(offset, duration)`` when the utterance is a stretch of its file, else None."""
+        return None if self.offset is None else (self.offset, self.duration)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
@@ -71,7 +79,10 @@ def parse_audio_record(obj: dict[str, Any], path: Path, line: int) -> AudioRecor
     sr = obj.get("sample_rate")
     if sr is not None and (not isinstance(sr, int) or sr <= 0):
         raise DataError(path, f"utterance {obj['id']!r}: 'sample_rate' must be a positive int", line)
-    known = set(AUDIO_FIELDS) | {"sample_rate", "subset"}
+    offset = obj.get("offset")
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float)) or offset < 0):
+        raise DataError(path, f"utterance {obj['id']!r}: 'offset' must be a number of seconds >= 0", line)
+    known = set(AUDIO_FIELDS) | {"sample_rate", "subset", "offset"}
     return AudioRecord(
         id=obj["id"],
         audio=obj["audio"],
@@ -80,6 +91,7 @@ def parse_audio_record(obj: dict[str, Any], path: Path, line: int) -> AudioRecor
         duration=duration,
         sample_rate=sr,
         subset=obj.get("subset"),
+        offset=None if offset is None else float(offset),
         extra={k: v for k, v in obj.items() if k not in known},
     )
 
@@ -101,9 +113,10 @@ def read_audio_manifest(path: str | Path) -> list[AudioRecord]:
     return all_or_first_error(iter_audio_manifest(path))
 
 
-def read_unit_manifest(path: str | Path) -> list[UnitRecord]:
+def iter_unit_manifest(path: str | Path) -> Iterator[UnitRecord]:
+    """The manifest's records one at a time (a large manifest is never held as JSON objects);
+    raises DataError naming the first bad line."""
     path = Path(path)
-    out = []
     for line, obj in iter_jsonl(path):
         if isinstance(obj, DataError):
             raise obj
@@ -113,15 +126,16 @@ def read_unit_manifest(path: str | Path) -> list[UnitRecord]:
         units = obj["units"]
         if not isinstance(units, list) or not all(isinstance(u, int) for u in units):
             raise DataError(path, "field 'units' must be a list of ints", line)
-        out.append(
-            UnitRecord(
-                id=obj["id"],
-                text=obj["text"],
-                speaker=str(obj.get("speaker", "")),
-                units=units,
-                tokenizer=obj["tokenizer"],
-                durations=obj.get("durations"),
-                subset=obj.get("subset"),
-            )
+        yield UnitRecord(
+            id=obj["id"],
+            text=obj["text"],
+            speaker=str(obj.get("speaker", "")),
+            units=units,
+            tokenizer=obj["tokenizer"],
+            durations=obj.get("durations"),
+            subset=obj.get("subset"),
         )
-    return out
+
+
+def read_unit_manifest(path: str | Path) -> list[UnitRecord]:
+    return list(iter_unit_manifest(path))

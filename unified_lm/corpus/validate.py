@@ -54,7 +54,7 @@ def _check_record(rec: AudioRecord, manifest: Path, check_audio: bool) -> str | 
     if not check_audio:
         return None
     try:
-        wav, sr = read_audio(audio)
+        wav, sr = read_audio(audio, rec.segment)
     except DataError as e:
         return str(e)
     if rec.sample_rate is not None and rec.sample_rate != sr:

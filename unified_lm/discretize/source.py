@@ -21,7 +21,7 @@ def load_record_audio(rec: AudioRecord, manifest: Path, line: int) -> torch.Tens
     on the manifest line."""
     path = rec.audio_path(manifest)
     try:
-        wav, sr = read_audio(path)
+        wav, sr = read_audio(path, rec.segment)
     except DataError as e:
         raise DataError(manifest, f"utterance {rec.id!r}: {e}", line) from None
     if rec.sample_rate is not None and rec.sample_rate != sr:

@@ -4,7 +4,7 @@ A tokenizer directory is self-describing::
 
     recipe.yaml     the recipe it was fitted from, overrides applied, every option spelled out
     centroids.npy   fitted state of a k-means kind (an EnCodec kind points to its checkpoint)
-    bpe.json        the unit BPE, when the recipe asks for one
+    unigram.model   the unit subwords, when the recipe asks for them (bpe.json for a BPE)
     meta.json       TokenizerMeta: name, content hash, kind, num_units, frame rate, codebooks
 
 It is built in a temporary directory beside ``out_dir`` and renamed into place, so a killed
@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataError
 from ..io import sha256_file, sha256_json
 from ..tokenizer_meta import TokenizerMeta
 from .base import DISCRETIZERS, Quantizer, single_threaded
-from .postprocess import UnitBPE, dedup
+from .postprocess import SUBWORDS, UnitSubwords, dedup
 from .source import iter_waveforms
 from .tokenizer_recipe import TokenizerRecipe, load_recipe
 
@@ -41,27 +41,29 @@ class SpeechTokenizer:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, meta: TokenizerMeta, recipe: TokenizerRecipe, quantizer: Quantizer, bpe: UnitBPE | None = None):
+    def __init__(
+        self, meta: TokenizerMeta, recipe: TokenizerRecipe, quantizer: Quantizer, subwords: UnitSubwords | None = None
+    ):
         self.meta = meta
         self.recipe = recipe
         self.quantizer = quantizer
-        self.bpe = bpe
+        self.subwords = subwords
 
     def extract_features(self, wav: torch.Tensor) -> torch.Tensor:
         """``[frames, dim]`` features of a 16 kHz mono waveform."""
         return self.quantizer.extract_features(wav)
 
     def assign(self, feats: torch.Tensor) -> np.ndarray:
-        """Frame-level units of ``feats``, before dedup and BPE."""
+        """Frame-level units of ``feats``, before dedup and subwords."""
         return self.quantizer.assign(feats)
 
     def postprocess(self, units: np.ndarray) -> tuple[list[int], list[int] | None]:
-        """Dedup then BPE, as the recipe says; durations are frames per output unit."""
+        """Dedup then subwords, as the recipe says; durations are frames per output unit."""
         durations = None
         if self.recipe.post.dedup:
             units, durations = dedup(units)
-        if self.bpe is not None:
-            units, durations = self.bpe.encode(units, durations)
+        if self.subwords is not None:
+            units, durations = self.subwords.encode(units, durations)
         return units.tolist(), None if durations is None else durations.tolist()
 
     def encode(self, wav: torch.Tensor) -> tuple[list[int], list[int] | None]:
@@ -93,22 +95,23 @@ def fit_tokenizer(
                 f"{quantizer.codebooks} codebooks; set encodec.keep_codebooks=1 or drop dedup"
             )
         files = quantizer.state_files(work)
-        bpe = None
-        if rec.post.bpe_vocab_size:
-            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, f"{rec.name}: BPE units", skip_bad)
-            bpe = UnitBPE.train(seqs, quantizer.num_units, rec.post.bpe_vocab_size)
-            bpe.save(work / UnitBPE.FILE)
-            files[UnitBPE.FILE] = work / UnitBPE.FILE
+        subwords = None
+        if rec.post.subwords:
+            model = SUBWORDS[rec.post.subwords]
+            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, f"{rec.name}: subword units", skip_bad)
+            subwords = model.train(seqs, quantizer.num_units, rec.post.subword_vocab_size, rec.post.max_piece_units)
+            subwords.save(work / model.FILE)
+            files[model.FILE] = work / model.FILE
         save_config(rec, work / RECIPE_FILE)
         meta = TokenizerMeta(
             name=rec.name,
             hash=_content_hash(rec, files),
             kind=rec.kind,
-            num_units=bpe.vocab_size if bpe else quantizer.num_units,
+            num_units=subwords.vocab_size if subwords else quantizer.num_units,
             frame_rate=quantizer.frame_rate,
-            # BPE pieces mix codebooks: after it there is one range of vocab_size pieces.
-            codebooks=1 if bpe else quantizer.codebooks,
-            codebook_size=bpe.vocab_size if bpe else quantizer.codebook_size,
+            # Pieces mix codebooks: after them there is one range of vocab_size pieces.
+            codebooks=1 if subwords else quantizer.codebooks,
+            codebook_size=subwords.vocab_size if subwords else quantizer.codebook_size,
         )
         meta.save(work)
     return meta
@@ -120,11 +123,12 @@ def load_tokenizer(tokdir: str | Path) -> SpeechTokenizer:
     meta = TokenizerMeta.load(tokdir)
     rec = load_recipe(tokdir / RECIPE_FILE)
     quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
-    bpe = UnitBPE.load(tokdir / UnitBPE.FILE) if rec.post.bpe_vocab_size else None
-    num_units = bpe.vocab_size if bpe else quantizer.num_units
+    model = SUBWORDS[rec.post.subwords] if rec.post.subwords else None
+    subwords = model.load(tokdir / model.FILE) if model else None
+    num_units = subwords.vocab_size if subwords else quantizer.num_units
     if num_units != meta.num_units:
         raise DataError(tokdir / "meta.json", f"records {meta.num_units} units but the fitted state has {num_units}")
-    return SpeechTokenizer(meta, rec, quantizer, bpe)
+    return SpeechTokenizer(meta, rec, quantizer, subwords)
 
 
 def _frame_units(

@@ -6,7 +6,7 @@ A recipe names its discretizer ``kind`` and carries that kind's section (``kmean
     name: fbank-km500
     kind: kmeans
     kmeans: {features: {type: fbank, cmn: true}, k: 500}
-    post: {dedup: false, bpe_vocab_size: null}
+    post: {dedup: false, subwords: null, subword_vocab_size: null}
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..config import load_config
+from ..config import apply_overrides, from_dict, load_yaml
 from ..errors import ConfigError
 from .extractors import normalized_spec
 
@@ -100,12 +100,19 @@ class EncodecConfig:
 @dataclass
 class PostConfig:
     dedup: bool = False  # collapse runs of one unit; the run lengths become `durations`
-    # Train a BPE of this many pieces over unit strings; the pieces then are the units.
-    bpe_vocab_size: int | None = None
+    # A subword model of `subword_vocab_size` pieces over unit strings; the pieces then are the
+    # units. "unigram": SentencePiece, as the reference recipe; "bpe": HF tokenizers' BPE.
+    subwords: Literal["unigram", "bpe"] | None = None
+    subword_vocab_size: int | None = None
+    max_piece_units: int | None = 16  # the longest piece, in units (SentencePiece's default, the reference's)
 
     def check(self) -> None:
-        if self.bpe_vocab_size is not None and self.bpe_vocab_size < 1:
-            raise ConfigError(f"post.bpe_vocab_size must be positive, got {self.bpe_vocab_size}")
+        if (self.subwords is None) != (self.subword_vocab_size is None):
+            raise ConfigError("post.subwords and post.subword_vocab_size go together (both set, or both null)")
+        if self.subword_vocab_size is not None and self.subword_vocab_size < 1:
+            raise ConfigError(f"post.subword_vocab_size must be positive, got {self.subword_vocab_size}")
+        if self.max_piece_units is not None and self.max_piece_units < 1:
+            raise ConfigError(f"post.max_piece_units must be positive, got {self.max_piece_units}")
 
 
 @dataclass
@@ -136,9 +143,21 @@ class TokenizerRecipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TokenizerRecipe:
     """Reads a recipe, applies ``a.b=value`` overrides and checks it; errors name the file."""
-    recipe = load_config(TokenizerRecipe, path, list(overrides))
+    data = apply_overrides(_migrate(load_yaml(path)), list(overrides))
+    recipe = from_dict(TokenizerRecipe, data, str(path))
     try:
         recipe.check()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return recipe
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Tokenizer directories fitted before ``post.subwords`` existed saved ``post.bpe_vocab_size``:
+    they keep loading, as the uncapped BPE they were."""
+    post = data.get("post")
+    if isinstance(post, dict) and "bpe_vocab_size" in post:
+        size = post.pop("bpe_vocab_size")
+        if size is not None:
+            post.update(subwords="bpe", subword_vocab_size=size, max_piece_units=None)
+    return data

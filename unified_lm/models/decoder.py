@@ -148,7 +148,7 @@ def build_model(cfg: ModelConfig, vocab: "UnifiedVocab") -> PreTrainedModel:
 def _from_pretrained(path: Path, vocab: "UnifiedVocab") -> PreTrainedModel:
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.init_from: {path} is not a causal-LM checkpoint directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     old_rows = model.get_input_embeddings().num_embeddings
     if vocab.text_size > old_rows:
         raise ConfigError(

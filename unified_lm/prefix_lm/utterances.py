@@ -53,11 +53,17 @@ def _resolve(manifest: Path, audio: str) -> Path:
 
 
 def _load_frames(
-    frontend: MelFrontend, manifest: Path, audio: str, line: int, min_frames: int = 1, speed: float = 1.0
+    frontend: MelFrontend,
+    manifest: Path,
+    audio: str,
+    line: int,
+    min_frames: int = 1,
+    speed: float = 1.0,
+    segment: tuple[float, float] | None = None,
 ) -> Tensor:
     path = _resolve(manifest, audio)
     try:
-        frames = frontend.load(path, speed)
+        frames = frontend.load(path, speed, segment)
     except DataError as e:  # it names the audio file; the user also needs the manifest line
         raise DataError(manifest, str(e), line) from None
     if frames.size(0) < min_frames:
@@ -70,7 +76,7 @@ def _utterance(
     record: AudioRecord, manifest: Path, line: int, frontend: MelFrontend, mode: str, speed: float = 1.0
 ) -> Utterance:
     if mode == "asr":
-        feats = _load_frames(frontend, manifest, record.audio, line, PrefixEncoder.MIN_FRAMES, speed)
+        feats = _load_frames(frontend, manifest, record.audio, line, PrefixEncoder.MIN_FRAMES, speed, record.segment)
         return Utterance(record.id, feats, record.text, subset=record.subset)
     missing = [k for k in CONTINUATION_FIELDS if not record.extra.get(k)]
     if missing:

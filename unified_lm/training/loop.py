@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -120,8 +121,14 @@ def optimizer_step(optimizer, params, clip_norm: float, accelerator: Accelerator
     optimizer.zero_grad(set_to_none=True)
 
 
-def resolve_precision(requested: str) -> str:
-    """``requested`` where the hardware runs it, else "no" (with a warning)."""
+def resolve_precision(requested: str | None) -> str:
+    """The recipe's ``precision`` if set, else the launcher's (``accelerate launch
+    --mixed_precision``, or its config file), else "no"; where the hardware runs it."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # what accelerate launch passes on
+    if requested is None:
+        requested = launcher or "no"
+    elif launcher and launcher != requested:
+        logger.warning("precision=%s in the recipe overrides the launcher's --mixed_precision %s", requested, launcher)
     if requested == "no":
         return "no"
     if not torch.cuda.is_available():

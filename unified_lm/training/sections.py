@@ -101,7 +101,8 @@ class TrainingConfig:
     # Empty: one phase that trains everything. Else consecutive phases, e.g.
     # [{steps: 300, train: [bridge, projector]}, {lr: 5.0e-4}], or [{freeze: [encoder]}]
     phases: list[PhaseConfig] = field(default_factory=list)
-    precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision is used on CUDA only
+    # null: accelerate launch's --mixed_precision (fp32 without one); set, it wins. CUDA only.
+    precision: Literal["no", "bf16", "fp16"] | None = None
     log_every_steps: int = 10
     seed: int = 0
     out_dir: str = "runs/train"
