@@ -245,6 +245,41 @@ def test_the_grid_text_lm_is_trained_once_and_starts_every_cell(tmp_path, prepar
         run_loss_grid(config, ["train.overrides=[model.init_from=somewhere]"], runner=Recording(), progress=False)
 
 
+def test_the_grid_speech_lm_is_trained_once_per_tokenizer_on_unpaired_tasks(tmp_path, prepared, monkeypatch):
+    import unified_lm.train
+
+    config, out = _grid(tmp_path, prepared, losses=[{"name": "mask"}, {"name": "ce"}], alpha_sweep=[], seeds=[0],
+                        speechlm={"max_steps": 2})  # fmt: skip
+    starts = {}
+
+    class Recording(FakeRunner):
+        def __call__(self, cell):
+            starts.setdefault(cell.tokenizer, set()).add(cell.train["model"]["init_from"])
+            return super().__call__(cell)
+
+    run_loss_grid(config, runner=Recording(), progress=False)
+    stages = sorted((out / "shared").glob("speechlm-*"))
+    assert len(stages) == 2  # one per tokenizer: its units
+    for stage in stages:
+        trained = yaml.safe_load((stage / "config.yaml").read_text())
+        assert trained["tasks"]["mixture"] == {"speech_lm": 1.0, "text_lm": 1.0}  # never asr: no pair is seen
+        assert json.loads((stage / "summary.json").read_text())["steps"] == 2
+    by_tok = {yaml.safe_load((s / "config.yaml").read_text())["data"]["tokenizer"]: s for s in stages}
+    for tok, inits in starts.items():  # mask and ce of a tokenizer start from its own stage
+        (tokdir,) = [t for t in by_tok if Path(t).name.startswith(tok)]
+        assert inits == {str(by_tok[tokdir] / "best")}
+    cell = json.loads(next(out.glob("cells/fbank-km8.ce.seed0.*/cell.json")).read_text())
+    assert cell["spec"]["train"]["model"]["init_from"].startswith("speechlm-")  # its hash, not its path
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a speech LM was trained twice")
+
+    monkeypatch.setattr(unified_lm.train, "train", refuse)
+    assert run_loss_grid(config, runner=Recording(), progress=False)["cells"]["ran"] == []
+    with pytest.raises(ConfigError, match="unpaired tasks only"):
+        run_loss_grid(config, ["speechlm.mixture={asr: 1.0}"], runner=Recording(), progress=False)
+
+
 def test_the_plan_counts_the_trainings_left_on_each_slice_and_estimates_their_time(tmp_path, prepared):
     config, out = _grid(tmp_path, prepared, estimate_step_seconds=600.0)
     # Per tokenizer: mask and ce x 2 seeds, 2 sweep cells, the seed-1 sld cell = 7 trainings of 3 steps.

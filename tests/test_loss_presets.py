@@ -52,6 +52,8 @@ def test_cpu_preset_plans_the_issue_grid(tmp_path, monkeypatch):
     recipes = [load_recipe(t.recipe, t.overrides) for t in cfg.tokenizers]
     assert [r.name for r in recipes] == ["ctc-posterior-km500"]
     assert _unset_checkpoint(recipes[0]) == "kmeans.features.model_path" and cfg.encoder.max_steps >= 1000
+    # Every cell starts from the tokenizer's speech-and-text LM, trained on unpaired tasks only.
+    assert set(cfg.speechlm.mixture) == {"speech_lm", "text_lm"} and cfg.speechlm.max_steps == cfg.train.max_steps
     assert [loss.key for loss in cfg.losses] == ["mask", "ce", "sld", "sld-released"] and len(cfg.seeds) >= 3
     paper, released = cfg.losses[2:]
     assert (paper.kl_target, paper.kl_reduction) == ("smoothed", "token_mean")

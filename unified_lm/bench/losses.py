@@ -6,7 +6,8 @@
 One **cell** is one ``lm`` training run (the grid's base recipe, with the cell's loss and
 seed) followed by decoding its best checkpoint on dev, test and the degraded test copy.
 What cells share is done once, in ``shared/``: the corpus, a pre-trained speech encoder
-(``encoder:``) and text LM (``textlm:``), each tokenizer and its unit manifests.
+(``encoder:``) and text LM (``textlm:``), each tokenizer and its unit manifests, and per
+tokenizer a speech-and-text LM (``speechlm:``) that its cells start from.
 Cells are cached by the hash of their resolved config and resume after an interruption;
 SLD's alpha is chosen on dev; ``--cells I/N`` splits the grid across machines. The output
 layout, caching and alpha rules: docs/loss_comparison.md.
@@ -121,6 +122,24 @@ class TextLMStageConfig:
 
 
 @dataclass
+class SpeechLMStageConfig:
+    """A speech-and-text LM pre-trained once per tokenizer: the cells' own recipe on the tasks
+    ``speech_lm`` and ``text_lm`` (the training units and the training transcripts, never
+    paired), from the text LM when the grid has one. Every cell of that tokenizer starts from
+    it, so each loss is compared as a fine-tuning loss on a decoder that already knows the
+    units, as in SpeechGPT's modality-adaptation stage. No position of these tasks is input
+    speech, so the losses under comparison agree here (the stage trains with ``mask``)."""
+
+    mixture: dict[str, float] = field(default_factory=lambda: {"speech_lm": 1.0, "text_lm": 1.0})
+    overrides: list[str] = field(default_factory=list)  # after the cells' train.overrides
+    max_steps: int | None = None  # null: the cells' step budget
+
+    def __post_init__(self):
+        if not self.mixture or "asr" in self.mixture:
+            raise ConfigError(f"speechlm.mixture: unpaired tasks only (speech_lm, text_lm), got {self.mixture}")
+
+
+@dataclass
 class GridLoss(LossConfig):
     """One row of the grid: a loss config, named by ``label`` (default: the loss name) so that
     two variants of one loss (the paper's sld and the released code's) can sit side by side."""
@@ -151,6 +170,7 @@ class LossGridConfig:
     tokenizers: list[TokenizerEntry] = field(default_factory=list)
     encoder: EncoderStageConfig | None = None  # pre-trained once, read by model-based tokenizers
     textlm: TextLMStageConfig | None = None  # pre-trained once, the decoder every cell starts from
+    speechlm: SpeechLMStageConfig | None = None  # pre-trained once per tokenizer, from the text LM if any
     losses: list[GridLoss] = field(default_factory=list)  # one entry per label (default: the loss name)
     baseline: str = "mask"  # the label of the loss the others are compared with
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -204,7 +224,7 @@ def check_grid(cfg: LossGridConfig) -> LMConfig:
         raise ConfigError(f"bootstrap: need 0 < confidence < 1 and num_samples >= 1, got {to_dict(cfg.bootstrap)}")
     if cfg.degraded is not None:
         cfg.degraded.check()
-    stages = (("train", cfg.train), ("encoder", cfg.encoder), ("textlm", cfg.textlm))
+    stages = (("train", cfg.train), ("encoder", cfg.encoder), ("textlm", cfg.textlm), ("speechlm", cfg.speechlm))
     for where, steps in ((name, stage.max_steps) for name, stage in stages if stage is not None):
         if steps is not None and steps < 1:
             raise ConfigError(f"{where}.max_steps: must be >= 1, got {steps}")
@@ -216,8 +236,9 @@ def check_grid(cfg: LossGridConfig) -> LMConfig:
         raise ConfigError(f"textlm.num_sentences: must be >= 0, got {cfg.textlm.num_sentences}")
     budget = [] if cfg.train.max_steps is None else [f"optim.max_steps={cfg.train.max_steps}"]
     base = load_config(LMConfig, cfg.train.recipe, [*cfg.train.overrides, *budget])
-    if cfg.textlm is not None and base.model.init_from:
-        raise ConfigError("textlm: the grid pre-trains the decoder's start; drop model.init_from from train.overrides")
+    if (cfg.textlm or cfg.speechlm) is not None and base.model.init_from:
+        stage = "textlm" if cfg.textlm is not None else "speechlm"
+        raise ConfigError(f"{stage}: the grid pre-trains the decoder's start; drop model.init_from from train.overrides")
     # Local weights the training reads are checked now, not when the first cell fails on them.
     for what, path in (("model.init_from", base.model.init_from), ("data.text_tokenizer", base.data.text_tokenizer)):
         if path and not Path(path).exists():
@@ -244,6 +265,7 @@ class PreparedTokenizer:
     recipe: dict[str, Any]  # the recipe spelled out (what the tokenizer's cells hash)
     tokdir: Path
     units: dict[str, Path]  # train, dev, test[, degraded]
+    init_from: str | None = None  # its cells' start: the grid's speech LM for this tokenizer
 
 
 def _short(obj: Any) -> str:
@@ -314,26 +336,33 @@ class Pretrained:
     key: str  # "<stage>-<hash of its resolved config and data>": its path-free identity
 
 
-# Directory-name prefix of the grid's text LM (``pretrain``), by which a cell's hash knows its init_from.
-TEXTLM_PREFIX = "textlm-"
+# Directory-name prefixes of the grid's decoder stages (``pretrain``), by which a hash knows an init_from.
+DECODER_STAGES = ("textlm-", "speechlm-")
+
+
+def _stage_name(init: str | None) -> str | None:
+    """The grid's own stage an ``init_from`` points at, by its directory name (path-free), else the path."""
+    if init and Path(init).parent.name.startswith(DECODER_STAGES):
+        return Path(init).parent.name
+    return init
 
 
 def pretrain(
-    cfg: LossGridConfig, name: str, recipe: str, data: list[str], identity: dict, shared: Path
+    cfg: LossGridConfig, name: str, recipe: str, recipe_file: str, overrides: list[str], identity: dict, shared: Path
 ) -> Pretrained:
-    """Trains the shared stage ``name`` of the grid (``encoder``, ``textlm``) with ``recipe``
-    once (resuming a killed run) in ``shared/<name>-<hash>``, the hash covering its resolved
-    config but its paths, the corpus and ``identity``."""
+    """Trains the shared stage ``name`` of the grid (``encoder``, ``textlm``, ``speechlm``)
+    with ``recipe`` once (resuming a killed run) in ``shared/<name>-<hash>``, the hash
+    covering its resolved config but its paths, the corpus and ``identity``."""
     from ..recipes import get_recipe
     from ..train import train
 
-    stage = getattr(cfg, name)
-    budget = [] if stage.max_steps is None else [f"optim.max_steps={stage.max_steps}"]
-    stage_cfg = load_config(get_recipe(recipe).config, stage.recipe, [*stage.overrides, *budget, *data])
+    stage_cfg = load_config(get_recipe(recipe).config, recipe_file, overrides)
     spec = to_dict(stage_cfg)
-    for path in ("train", "dev", "text_files"):
+    for path in ("train", "dev", "text_files", "tokenizer"):
         spec["data"].pop(path, None)
     spec.pop("out_dir")
+    if "model" in spec and "init_from" in spec["model"]:
+        spec["model"]["init_from"] = _stage_name(spec["model"]["init_from"])
     key = f"{name}-{_short({'corpus': _corpus_spec(cfg.corpus), name: spec, **identity})}"
     stage_cfg.out_dir = str(shared / key)
     if not (Path(stage_cfg.out_dir) / "summary.json").is_file():
@@ -341,9 +370,15 @@ def pretrain(
     return Pretrained(Path(stage_cfg.out_dir) / "best", key)
 
 
+def _budget(steps: int | None) -> list[str]:
+    return [] if steps is None else [f"optim.max_steps={steps}"]
+
+
 def pretrain_encoder(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) -> Pretrained:
     """The grid's speech encoder (``encoder:``), trained on the training audio."""
-    return pretrain(cfg, "encoder", "ctc", [f"data.train={audio['train']}", f"data.dev={audio['dev']}"], {}, shared)
+    stage = cfg.encoder
+    data = [f"data.train={audio['train']}", f"data.dev={audio['dev']}"]
+    return pretrain(cfg, "encoder", "ctc", stage.recipe, [*stage.overrides, *_budget(stage.max_steps), *data], {}, shared)
 
 
 def pretrain_text_lm(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) -> Pretrained:
@@ -359,7 +394,23 @@ def pretrain_text_lm(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) 
             write_text_corpus(text, stage.num_sentences, stage.sentence_seed, [audio["dev"], audio["test"]])
         data[-1] = f"data.text_files=[{json.dumps(str(text))}]"
     identity = {"sentences": stage.num_sentences, "sentence_seed": stage.sentence_seed}
-    return pretrain(cfg, "textlm", "textlm", data, identity, shared)
+    overrides = [*stage.overrides, *_budget(stage.max_steps), *data]
+    return pretrain(cfg, "textlm", "textlm", stage.recipe, overrides, identity, shared)
+
+
+def pretrain_speech_lm(cfg: LossGridConfig, base: LMConfig, tok: PreparedTokenizer, shared: Path) -> Pretrained:
+    """The grid's speech-and-text LM for ``tok`` (``speechlm:``): the cells' recipe on
+    unpaired tasks over ``tok``'s training units and transcripts, from ``base``'s start."""
+    stage = cfg.speechlm
+    steps = stage.max_steps or base.optim.max_steps
+    overrides = [
+        *cfg.train.overrides, f"tasks.mixture={json.dumps(stage.mixture)}", "loss.name=mask", *stage.overrides,
+        f"optim.max_steps={steps}", f"eval.every_steps={steps}",  # dev ASR means nothing here: the last step is kept
+        f"data.train={tok.units['train']}", f"data.dev={tok.units['dev']}", f"data.tokenizer={tok.tokdir}",
+    ]  # fmt: skip
+    if base.model.init_from:
+        overrides.append(f"model.init_from={base.model.init_from}")
+    return pretrain(cfg, "speechlm", "lm", cfg.train.recipe, overrides, {"tokenizer": tok.tokdir.name}, shared)
 
 
 def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple[list[PreparedTokenizer], list[str]]:
@@ -451,9 +502,7 @@ def cell_hash_spec(train_cfg: LMConfig, tok: PreparedTokenizer, cfg: LossGridCon
     for key in ("train", "dev", "tokenizer"):
         train["data"].pop(key)
     train.pop("out_dir")
-    init = train["model"].get("init_from")
-    if init and Path(init).parent.name.startswith(TEXTLM_PREFIX):  # the grid's text LM: its hash, not its path
-        train["model"]["init_from"] = Path(init).parent.name
+    train["model"]["init_from"] = _stage_name(train["model"].get("init_from"))  # the grid's stage: its hash
     data = {
         "corpus": _corpus_spec(cfg.corpus),
         "speed_perturb": cfg.corpus.speed_perturb,
@@ -472,6 +521,8 @@ def make_cell(
     alpha: float | None = None, sweep: bool = False,
 ) -> Cell:
     train = copy.deepcopy(base)
+    if tok.init_from:
+        train.model.init_from = tok.init_from
     train.loss = loss.loss_config() if alpha is None else replace(loss.loss_config(), alpha=alpha)
     train.seed = seed
     spec = cell_hash_spec(train, tok, cfg)
@@ -781,6 +832,12 @@ def _header(cfg: LossGridConfig, base: LMConfig, toks: list[PreparedTokenizer], 
         f"- shared {name}: `{stage.recipe}` {' '.join(stage.overrides)}, {stage.max_steps or 'its'} steps"
         for name, stage in (("encoder", cfg.encoder), ("text LM", cfg.textlm)) if stage is not None
     ]  # fmt: skip
+    if cfg.speechlm is not None:
+        steps = cfg.speechlm.max_steps or base.optim.max_steps
+        stages.append(
+            f"- shared speech LM (one per tokenizer, every cell's start): tasks {cfg.speechlm.mixture}, "
+            f"{' '.join(cfg.speechlm.overrides)} {steps} steps"
+        )
     return [
         f"- corpus: {corpus}; training speed factors {cfg.corpus.speed_perturb}",
         *stages,
@@ -818,6 +875,8 @@ def run_loss_grid(
     toks, notes = prepare_data(cfg, out, progress)
     if cfg.textlm is not None:
         base.model.init_from = str(pretrain_text_lm(cfg, corpus_manifests(cfg.corpus, out / "shared", progress), out / "shared").best)
+    if cfg.speechlm is not None:
+        toks = [replace(t, init_from=str(pretrain_speech_lm(cfg, base, t, out / "shared").best)) for t in toks]
 
     phase1 = first_phase(cfg, base, toks, out)
     order = {key: i for i, key in enumerate([c.key for c in phase1] + second_phase_keys(cfg, toks))}
