@@ -107,19 +107,22 @@ def tiny_encodec_checkpoint(path: Path, bins: int = 64, n_q: int = 4, dimension:
     }
 
 
-def tiny_hubert(path: Path) -> Path:
+def tiny_hubert(path: Path, large_style: bool = False, layers: int = 2) -> Path:
+    """A random-init HuBERT; ``large_style``: HuBERT-Large's layer-norm feature extractor and
+    pre-LN ("stable layer norm") encoder instead of Base's group norm and post-LN."""
     import torch
     from transformers import HubertConfig, HubertModel
 
     torch.manual_seed(0)
     config = HubertConfig(
         hidden_size=16,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=32,
         conv_dim=(8,) * 7,
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=2,
+        **({"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True} if large_style else {}),
     )
     HubertModel(config).save_pretrained(path)
     return path

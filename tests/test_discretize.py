@@ -1,5 +1,6 @@
 """Recipes, k-means backends, fitting, post-processing, EnCodec and SSL discretizers."""
 
+import json
 import os
 
 import numpy as np
@@ -90,6 +91,16 @@ def test_frame_sampler_is_deterministic_bounded_and_uniform():
     # Uniform over the stream, not biased to its start or end: every quarter gets ~25%.
     quarters = np.bincount((a // 500).astype(int), minlength=4)
     assert quarters.min() > 40
+
+
+def test_the_fit_reports_the_frames_it_used_and_warns_when_max_frames_capped_them(corpus, tmp_path, caplog):
+    fit(FBANK, corpus, tmp_path / "all", SMALL_FBANK)
+    report = json.loads((tmp_path / "all" / "kmeans_sample.json").read_text())
+    assert report["frames_used"] == report["frames_seen"] > 100 and not report["capped"]
+    fit(FBANK, corpus, tmp_path / "capped", [*SMALL_FBANK, "kmeans.max_frames=64"])
+    report = json.loads((tmp_path / "capped" / "kmeans_sample.json").read_text())
+    assert report["frames_used"] == 64 and report["capped"] and report["share_used"] < 0.5
+    assert "kmeans.max_frames=64 capped the 1 sample" in caplog.text
 
 
 def test_kmeans_backends_agree_given_the_same_centroids():
@@ -341,6 +352,67 @@ def test_ssl_tiny_hubert_through_the_recipe(corpus, tmp_path):
     assert len(units) == 49 and all(0 <= u < 8 for u in units)
     # The content hash covers the model's weights, not only its path.
     assert "model/model.safetensors" in tok.quantizer.state_files(tmp_path / "tok")
+
+
+@pytest.mark.parametrize("large_style", [False, True])
+def test_ssl_features_are_the_models_hidden_states_of_the_layer_alone_and_in_batches(tmp_path, large_style):
+    from transformers import HubertModel
+
+    from unified_lm.discretize.extractors import SslFeatures
+
+    path = tiny_hubert(tmp_path / "hubert", large_style=large_style, layers=3)
+    full = HubertModel.from_pretrained(path).eval()
+    wavs = [torch.from_numpy(speechlike(s, 16000, seed=i)) for i, s in enumerate((0.6, 1.0, 0.8))]
+    for layer in range(4):  # only the layers up to `layer` are kept, the output is the same
+        ssl = SslFeatures(SslFeatures.Config(model_path=str(path), layer=layer))
+        assert len(ssl.model.encoder.layers) == layer and not ssl.pad_batches  # on a CPU: one at a time
+        ssl.pad_batches = True  # the GPU's path, exercised here
+        with torch.inference_mode():
+            want = [full(w[None], output_hidden_states=True).hidden_states[layer][0] for w in wavs]
+        torch.testing.assert_close(ssl(wavs[1]), want[1], rtol=0, atol=1e-5)
+        got = ssl.batch(wavs)  # padded together; a group norm's statistics stay each utterance's own
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-4)
+    assert ssl.batch([torch.zeros(100), wavs[0]])[0].shape == (0, 16)  # too short for one frame
+
+
+def test_batched_apply_writes_the_units_of_one_utterance_at_a_time(corpus, tmp_path, monkeypatch):
+    import unified_lm.discretize.apply as apply_module
+    from unified_lm.discretize.extractors import SslFeatures
+
+    model = tiny_hubert(tmp_path / "hubert", large_style=True)
+    fit(SSL, corpus, tmp_path / "tok", SMALL_SSL + [f"kmeans.features.model_path={model}", "kmeans.features.layer=1"])
+    monkeypatch.setattr(SslFeatures, "PAD_ON_CPU", True)  # padded batches, as on a GPU
+    apply_tokenizer(tmp_path / "tok", corpus, tmp_path / "batched.jsonl", progress=False)
+    monkeypatch.setattr(apply_module, "BATCH_SECONDS", 0.0)  # every utterance alone
+    apply_tokenizer(tmp_path / "tok", corpus, tmp_path / "alone.jsonl", progress=False)
+    batched, alone = read_jsonl(tmp_path / "batched.jsonl"), read_jsonl(tmp_path / "alone.jsonl")
+    assert len(batched) > 3 and batched == alone
+
+
+def test_the_device_is_chosen_at_run_time_and_is_not_part_of_the_identity(corpus, tmp_path, monkeypatch, caplog):
+    from unified_lm.discretize.base import resolve_device
+    from unified_lm.discretize.tokenizer import _content_hash
+    from unified_lm.discretize.tokenizer_recipe import load_recipe
+
+    model = tiny_hubert(tmp_path / "hubert")
+    over = SMALL_SSL + [f"kmeans.features.model_path={model}", "kmeans.features.layer=1"]
+    meta = fit(SSL, corpus, tmp_path / "tok", over)
+    on_gpu = load_recipe(SSL, [*over, "kmeans.features.device=cuda:0"])
+    assert _content_hash(on_gpu, {}) == _content_hash(load_recipe(SSL, over), {})
+    # A tokenizer fitted on a GPU (its saved recipe says so) still loads and applies here.
+    saved = tmp_path / "tok" / "recipe.yaml"
+    saved.write_text(saved.read_text().replace("device: cpu", "device: cuda:0"))
+    units = apply_tokenizer(tmp_path / "tok", corpus, tmp_path / "units.jsonl", progress=False)
+    assert units["tokenizer"] == meta.identity and "no CUDA device: using the CPU" in caplog.text
+    with pytest.raises(ConfigError, match="'cuda' asked for, but this machine has no CUDA device"):
+        apply_tokenizer(tmp_path / "tok", corpus, tmp_path / "gpu.jsonl", progress=False, device="cuda")
+    # Under a launcher, "cuda" is this process's own GPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert (resolve_device("cuda"), resolve_device("cuda:0"), resolve_device("cpu")) == ("cuda:1", "cuda:0", "cpu")
 
 
 def test_ssl_errors_are_clear(corpus, tmp_path):

@@ -200,14 +200,15 @@ def test_resume_after_kill_9_or_ctrl_c_gives_the_same_bytes(tok, corpus, tmp_pat
         "import signal, sys, time\n"
         # A shell that starts jobs in the background makes them ignore Ctrl-C; the user's terminal does not.
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        "from unified_lm.discretize import tokenizer as t\n"
-        "encode, calls = t.SpeechTokenizer.encode, [0]\n"
-        "def held(self, wav):\n"
-        "    calls[0] += 1\n"
+        "from unified_lm.discretize import apply as a, tokenizer as t\n"
+        "a.BATCH_SECONDS = 0\n"  # one utterance a batch, so the hold lands after the 40th
+        "encode, calls = t.SpeechTokenizer.encode_batch, [0]\n"
+        "def held(self, wavs):\n"
+        "    calls[0] += len(wavs)\n"
         "    if calls[0] > 40:\n"
         "        time.sleep(600)\n"
-        "    return encode(self, wav)\n"
-        "t.SpeechTokenizer.encode = held\n"
+        "    return encode(self, wavs)\n"
+        "t.SpeechTokenizer.encode_batch = held\n"
         "from unified_lm.cli import main\n"
         "sys.exit(main(['discretize', 'apply', '--tokenizer', sys.argv[1], '--manifest', sys.argv[2], '--out', sys.argv[3]]))\n"
     )

@@ -80,6 +80,7 @@ def test_mid_preset_is_the_cpu_grid_at_gpu_scale(tmp_path, monkeypatch):
     assert [x.key for x in mid.losses] == [x.key for x in cpu.losses] and len(mid.seeds) >= 5
     assert base.model.preset == "small" and base.precision == "bf16"
     assert mid.corpus.synth.num_utts > cpu.corpus.synth.num_utts and mid.encoder.max_steps > cpu.encoder.max_steps
+    assert mid.speechlm.max_steps == mid.train.max_steps
 
 
 # ---- the paper preset with tiny stand-ins ------------------------------------------------

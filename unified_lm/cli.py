@@ -94,6 +94,7 @@ def cmd_discretize_apply(args: argparse.Namespace) -> int:
         shard=args.shard,
         nshards=args.nshards,
         skip_bad=args.skip_bad,
+        device=args.device,
     )
     _print_summary(summary)
     return 0
@@ -190,6 +191,13 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     from .bench.speed import run_speed_bench
 
     run_speed_bench(args.units, args.tokenizer, args.out, preset=args.preset)
+    return 0
+
+
+def cmd_bench_ssl_features(args: argparse.Namespace) -> int:
+    from .bench.ssl_features import run_ssl_features_bench
+
+    run_ssl_features_bench(args.manifest, args.out, model=args.model, layer=args.layer, utterances=args.utterances)
     return 0
 
 
@@ -309,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", type=int)
     s.add_argument("--nshards", type=int)
     s.add_argument("--skip-bad", action="store_true", help="skip bad lines, write them to OUT.rejects.jsonl")
+    s.add_argument("--device", help="where model features run (cpu, cuda, cuda:1; 'cuda' under a launcher: "
+                   "cuda:$LOCAL_RANK); default: where the tokenizer was fitted, else the CPU")
     s.set_defaults(fn=cmd_discretize_apply)
     s = disc.add_parser("merge", help="merge the shards of a sharded apply into OUT")
     s.add_argument("--out", required=True, type=Path)
@@ -364,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/bench/speed"))
     s.add_argument("--preset", default="small")
     s.set_defaults(fn=cmd_bench_speed)
+    s = bench.add_parser("ssl-features", help="SSL features: whole stack per utterance vs cut at the layer, batched")
+    s.add_argument("--manifest", required=True, type=Path)
+    s.add_argument("--model", type=Path, help="a local HuBERT/WavLM directory (default: random-init HuBERT Base)")
+    s.add_argument("--layer", type=int, default=6)
+    s.add_argument("--utterances", type=int, default=24)
+    s.add_argument("--out", type=Path, default=Path("runs/bench/ssl_features"))
+    s.set_defaults(fn=cmd_bench_ssl_features)
     s = bench.add_parser("data-memory", help="resident memory of the training data: packed units vs lists")
     s.add_argument("--records", type=int, default=1_000_000)
     s.add_argument("--units", type=int, default=175, help="mean units per record")

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import torch
 from tqdm import tqdm
 
-from ..corpus.manifest import UnitRecord, iter_audio_manifest
+from ..corpus.manifest import AudioRecord, UnitRecord, iter_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_open, check_output_path, dump_json_line, read_jsonl, write_jsonl
-from .base import single_threaded
+from .base import BATCH_SECONDS, single_threaded
 from .source import count_lines, load_record_audio
 from .tokenizer import SpeechTokenizer, load_tokenizer
 
@@ -74,8 +75,10 @@ def apply_tokenizer(
     nshards: int | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Discretizes every utterance of ``manifest`` into the unit manifest ``out``.
+    """Discretizes every utterance of ``manifest`` into the unit manifest ``out`` (model
+    features on ``device``: default, the tokenizer's own; see ``load_tokenizer``).
 
     Interrupted runs resume from ``<target>.partial``; a finished output is rebuilt from
     scratch by a rerun (atomically replaced), so it never goes stale against its manifest.
@@ -93,7 +96,7 @@ def apply_tokenizer(
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
     check_output_path(target, manifest)
-    tok = load_tokenizer(tokdir)
+    tok = load_tokenizer(tokdir, device)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
@@ -174,9 +177,16 @@ def _discretize(
     totals: _Totals,
     progress: bool,
 ) -> Iterator[_Outcome]:
-    """One outcome per line of the shard not already done, in manifest order."""
+    """One outcome per line of the shard not already done, in manifest order. Consecutive
+    utterances are encoded together, up to ``BATCH_SECONDS`` of audio."""
     total = -(-count_lines(manifest) // nshards)
     bar = tqdm(total=total, desc=f"discretize {manifest.name}", unit="utt", disable=not progress)
+    pending: list[tuple[int, AudioRecord, torch.Tensor]] = []
+
+    def flush() -> Iterator[_Outcome]:
+        yield from _encode_pending(tok, manifest, pending, totals)
+        pending.clear()
+
     with bar:
         for line, rec in iter_audio_manifest(manifest):
             if (line - 1) % nshards != shard:
@@ -184,6 +194,7 @@ def _discretize(
             bar.update()
             if isinstance(rec, DataError):
                 if line not in done:
+                    yield from flush()
                     yield _Outcome(line, _readable_id(manifest, line), None, rec)
                 continue
             if line in done:
@@ -196,26 +207,50 @@ def _discretize(
                     )
                 continue
             try:
-                wav = load_record_audio(rec, manifest, line)
-                units, durations = tok.encode(wav)
+                pending.append((line, rec, load_record_audio(rec, manifest, line)))
             except DataError as e:
+                yield from flush()
                 yield _Outcome(line, rec.id, None, e)
                 continue
-            seconds = wav.numel() / tok.sample_rate
-            if not units:
-                reason = f"utterance {rec.id!r}: too short to discretize ({seconds:.3f} s)"
-                yield _Outcome(line, rec.id, None, DataError(manifest, reason, line))
-                continue
-            record = UnitRecord(
-                id=rec.id, text=rec.text, speaker=rec.speaker, units=units, tokenizer=tok.meta.identity,
-                durations=durations, subset=rec.subset,
-            ).to_json()
-            # Extra manifest fields travel along (after the contract's own fields).
-            record.update((k, v) for k, v in rec.extra.items() if k not in record)
-            totals.new += 1
-            totals.units += len(units)
-            totals.audio_seconds += seconds
-            yield _Outcome(line, rec.id, dump_json_line(record), None)
+            if sum(w.numel() for _, _, w in pending) >= BATCH_SECONDS * tok.sample_rate:
+                yield from flush()
+        yield from flush()
+
+
+def _encode_pending(
+    tok: SpeechTokenizer, manifest: Path, pending: list[tuple[int, AudioRecord, torch.Tensor]], totals: _Totals
+) -> Iterator[_Outcome]:
+    if not pending:
+        return
+    try:
+        encoded: list = tok.encode_batch([wav for _, _, wav in pending])
+    except DataError:  # find the utterance it was, and keep the others
+        encoded = []
+        for _, _, wav in pending:
+            try:
+                encoded.append(tok.encode(wav))
+            except DataError as e:
+                encoded.append(e)
+    for (line, rec, wav), result in zip(pending, encoded):
+        if isinstance(result, DataError):
+            yield _Outcome(line, rec.id, None, result)
+            continue
+        units, durations = result
+        seconds = wav.numel() / tok.sample_rate
+        if not units:
+            reason = f"utterance {rec.id!r}: too short to discretize ({seconds:.3f} s)"
+            yield _Outcome(line, rec.id, None, DataError(manifest, reason, line))
+            continue
+        record = UnitRecord(
+            id=rec.id, text=rec.text, speaker=rec.speaker, units=units, tokenizer=tok.meta.identity,
+            durations=durations, subset=rec.subset,
+        ).to_json()
+        # Extra manifest fields travel along (after the contract's own fields).
+        record.update((k, v) for k, v in rec.extra.items() if k not in record)
+        totals.new += 1
+        totals.units += len(units)
+        totals.audio_seconds += seconds
+        yield _Outcome(line, rec.id, dump_json_line(record), None)
 
 
 def _readable_id(manifest: Path, line: int) -> str | None:

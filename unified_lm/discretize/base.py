@@ -9,12 +9,15 @@ Post-processing shared by every kind (dedup, BPE) lives in ``SpeechTokenizer``.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .tokenizer_recipe import TokenizerRecipe
 
@@ -47,6 +50,45 @@ class Quantizer(Protocol):
 
 
 DISCRETIZERS: Registry[type] = Registry("discretizer")
+
+logger = logging.getLogger("unified_lm.discretize")
+
+
+def resolve_device(device: str, explicit: bool = False) -> str:
+    """``device`` where this machine has it. "cuda" (no index) means this process's GPU:
+    ``cuda:$LOCAL_RANK`` under a launcher, so shards run one per GPU. A tokenizer fitted on
+    a GPU falls back to the CPU here (with a warning) unless the GPU was asked for."""
+    if not device.startswith("cuda"):
+        return device
+    if not torch.cuda.is_available():
+        if explicit:
+            raise ConfigError(f"device {device!r} asked for, but this machine has no CUDA device")
+        logger.warning("the tokenizer was fitted on %s; this machine has no CUDA device: using the CPU", device)
+        return "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return device
+
+
+BATCH_SECONDS = 60.0  # audio per forward pass, where a feature extractor batches (``batch``)
+
+
+def in_batches(waveforms: Iterable[torch.Tensor], seconds: float = BATCH_SECONDS) -> Iterator[list[torch.Tensor]]:
+    """Consecutive waveforms (16 kHz) grouped up to ``seconds`` of audio (at least one each)."""
+    batch: list[torch.Tensor] = []
+    for wav in waveforms:
+        batch.append(wav)
+        if sum(w.numel() for w in batch) >= seconds * 16000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def extract_batch(extract, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``extract.batch(wavs)`` where the extractor has one (one padded pass), else one by one."""
+    batch = getattr(extract, "batch", None)
+    return batch(wavs) if batch is not None else [extract(w) for w in wavs]
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ with the other exactly as well.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Iterable
 
@@ -21,9 +23,11 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
-from .base import DISCRETIZERS
+from .base import DISCRETIZERS, extract_batch, in_batches
 from .extractors import FeatureExtractor, build_features
 from .tokenizer_recipe import KMeansConfig, TokenizerRecipe
+
+logger = logging.getLogger("unified_lm.discretize")
 
 
 class FrameSampler:
@@ -42,12 +46,14 @@ class FrameSampler:
         self._keys: list[np.ndarray] = []
         self._frames: list[np.ndarray] = []
         self._held = 0
-        self.seen = 0
+        self.seen = 0  # frames offered
+        self.candidates = 0  # of those, drawn by the fraction (at most max_frames are kept)
 
     def add(self, feats: np.ndarray) -> None:
         keys = self.rng.random(len(feats))
         keep = keys < self.fraction
         self.seen += len(feats)
+        self.candidates += int(keep.sum())
         self._keys.append(keys[keep])
         self._frames.append(feats[keep])
         self._held += int(keep.sum())
@@ -67,6 +73,24 @@ class FrameSampler:
             top = np.sort(np.argpartition(keys, self.max_frames)[: self.max_frames])
             keys, frames = keys[top], frames[top]
         self._keys, self._frames, self._held = [keys], [np.ascontiguousarray(frames, np.float32)], len(keys)
+
+
+def _report_sample(sampler: FrameSampler, used: int, workdir: Path) -> None:
+    """Says (and writes to ``kmeans_sample.json``) how many frames the k-means saw: the
+    fraction asked for, or fewer when ``max_frames`` capped it."""
+    report = {
+        "frames_seen": sampler.seen, "frames_used": used, "share_used": used / max(sampler.seen, 1),
+        "sample_fraction": sampler.fraction, "max_frames": sampler.max_frames, "capped": sampler.candidates > used,
+    }  # fmt: skip
+    (workdir / "kmeans_sample.json").write_text(json.dumps(report, indent=2) + "\n")
+    line = f"k-means on {used:,} of {sampler.seen:,} frames ({100 * report['share_used']:.2f}%)"
+    if report["capped"]:
+        logger.warning(
+            "%s: kmeans.max_frames=%d capped the %g sample (%d frames drawn); raise it to use them all",
+            line, sampler.max_frames, sampler.fraction, sampler.candidates,
+        )
+    else:
+        logger.info(line)
 
 
 KMEANS_BACKENDS: Registry[type] = Registry("k-means backend")
@@ -182,9 +206,12 @@ class KMeansQuantizer:
         KMEANS_BACKENDS.get(cfg.backend)  # an unknown backend fails before hours of features
         features = build_features(cfg.features)
         sampler = FrameSampler(cfg.sample_fraction, cfg.max_frames, cfg.seed)
-        for wav in waveforms:
-            sampler.add(to_numpy(features(wav)))
-        kmeans = fit_kmeans(sampler.frames(), cfg)
+        for wavs in in_batches(waveforms):
+            for feats in extract_batch(features, wavs):
+                sampler.add(to_numpy(feats))
+        frames = sampler.frames()
+        _report_sample(sampler, len(frames), workdir)
+        kmeans = fit_kmeans(frames, cfg)
         np.save(workdir / cls.CENTROIDS, kmeans.centroids)
         return cls(features, kmeans)
 
@@ -203,6 +230,9 @@ class KMeansQuantizer:
 
     def extract_features(self, wav: torch.Tensor) -> torch.Tensor:
         return self.features(wav)
+
+    def extract_features_batch(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return extract_batch(self.features, wavs)
 
     def assign(self, feats: torch.Tensor) -> np.ndarray:
         return self.kmeans.assign(to_numpy(feats))

@@ -28,7 +28,7 @@ from ..config import save_config, to_dict
 from ..errors import ConfigError, DataError
 from ..io import sha256_file, sha256_json
 from ..tokenizer_meta import TokenizerMeta
-from .base import DISCRETIZERS, Quantizer, single_threaded
+from .base import DISCRETIZERS, Quantizer, resolve_device, single_threaded
 from .postprocess import SUBWORDS, UnitSubwords, dedup
 from .source import iter_waveforms
 from .tokenizer_recipe import TokenizerRecipe, load_recipe
@@ -69,6 +69,12 @@ class SpeechTokenizer:
     def encode(self, wav: torch.Tensor) -> tuple[list[int], list[int] | None]:
         """``(units, durations)``; ``durations`` is None unless the recipe dedups."""
         return self.postprocess(self.assign(self.extract_features(wav)))
+
+    def encode_batch(self, wavs: list[torch.Tensor]) -> list[tuple[list[int], list[int] | None]]:
+        """``encode`` of each waveform, the features in one padded pass where the extractor allows."""
+        batch = getattr(self.quantizer, "extract_features_batch", None)
+        feats = batch(wavs) if batch is not None else [self.extract_features(w) for w in wavs]
+        return [self.postprocess(self.assign(f)) for f in feats]
 
 
 def fit_tokenizer(
@@ -117,11 +123,16 @@ def fit_tokenizer(
     return meta
 
 
-def load_tokenizer(tokdir: str | Path) -> SpeechTokenizer:
-    """A fitted tokenizer directory, ready to ``encode``."""
+def load_tokenizer(tokdir: str | Path, device: str | None = None) -> SpeechTokenizer:
+    """A fitted tokenizer directory, ready to ``encode`` on ``device`` (default: where it was
+    fitted, or the CPU when that was a GPU this machine lacks). The device is not part of a
+    tokenizer's identity: the units are the same wherever they are computed."""
     tokdir = Path(tokdir)
     meta = TokenizerMeta.load(tokdir)
     rec = load_recipe(tokdir / RECIPE_FILE)
+    features = rec.kmeans.features if rec.kind == "kmeans" else {}
+    if "device" in features:
+        features["device"] = resolve_device(device or features["device"], explicit=device is not None)
     quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
     model = SUBWORDS[rec.post.subwords] if rec.post.subwords else None
     subwords = model.load(tokdir / model.FILE) if model else None
@@ -141,8 +152,11 @@ def _frame_units(
 
 def _content_hash(rec: TokenizerRecipe, files: dict[str, Path]) -> str:
     # The recipe plus the bytes of every file that defines the units: two fits that would
-    # produce different units never share a hash.
-    return sha256_json({"recipe": to_dict(rec), "files": {name: sha256_file(p) for name, p in sorted(files.items())}})
+    # produce different units never share a hash. Where they were computed is left out.
+    recipe = to_dict(rec)
+    if rec.kind == "kmeans":
+        recipe["kmeans"]["features"].pop("device", None)
+    return sha256_json({"recipe": recipe, "files": {name: sha256_file(p) for name, p in sorted(files.items())}})
 
 
 @contextlib.contextmanager
