@@ -17,6 +17,7 @@ from _discretize_util import (
     tiny_hubert,
 )
 
+from unified_lm.audio import resample
 from unified_lm.discretize import (
     TokenizerMeta,
     apply_tokenizer,
@@ -319,6 +320,28 @@ def test_encodec_tiny_model_through_the_recipe(corpus, tmp_path):
     assert (first.codebooks, first.num_units) == (1, 64)
     units1, durations1 = load_tokenizer(tmp_path / "tok1").encode(wav)
     assert np.array_equal(np.repeat(units1, durations1), per_codebook[:, 0])
+
+
+def test_a_hugging_face_encodec_directory_gives_the_same_codes_as_the_model(corpus, tmp_path):
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(0)
+    config = EncodecConfig(target_bandwidths=[1.5, 3.0], hidden_size=16, num_filters=4, num_residual_layers=1,
+                           codebook_size=64, codebook_dim=16, num_lstm_layers=1)  # fmt: skip
+    EncodecModel(config).eval().save_pretrained(tmp_path / "hf-encodec")
+    meta = fit(ENCODEC, corpus, tmp_path / "tok", [f"encodec.checkpoint={tmp_path / 'hf-encodec'}", "encodec.bandwidth=3.0"])
+    assert (meta.frame_rate, meta.codebooks, meta.codebook_size) == (75, 6, 64)  # the directory's config, not the recipe's
+    tok = load_tokenizer(tmp_path / "tok")
+    assert "checkpoint/model.safetensors" in tok.quantizer.state_files(tmp_path / "tok")
+    wav = torch.from_numpy(speechlike(1.0, 16000, seed=7))
+    units, _ = tok.encode(wav)
+    model = EncodecModel.from_pretrained(tmp_path / "hf-encodec").eval()
+    with torch.inference_mode():
+        codes = model.encode(resample(wav, 16000, 24000)[None, None], bandwidth=3.0).audio_codes[0, 0]  # [6, frames]
+    assert units == (codes + torch.arange(6)[:, None] * 64).T.reshape(-1).tolist()
+    with pytest.raises(ConfigError, match="hf-encodec: EnCodec checkpoint a directory without config.json"):
+        (tmp_path / "hf-encodec" / "config.json").unlink()
+        fit(ENCODEC, corpus, tmp_path / "tok2", [f"encodec.checkpoint={tmp_path / 'hf-encodec'}"])
 
 
 def test_encodec_rejects_a_checkpoint_of_another_architecture(corpus, tmp_path):

@@ -130,9 +130,9 @@ def load_tokenizer(tokdir: str | Path, device: str | None = None) -> SpeechToken
     tokdir = Path(tokdir)
     meta = TokenizerMeta.load(tokdir)
     rec = load_recipe(tokdir / RECIPE_FILE)
-    features = rec.kmeans.features if rec.kind == "kmeans" else {}
-    if "device" in features:
-        features["device"] = resolve_device(device or features["device"], explicit=device is not None)
+    section = rec.kmeans.features if rec.kind == "kmeans" else vars(rec.encodec)
+    if "device" in section:
+        section["device"] = resolve_device(device or section["device"], explicit=device is not None)
     quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
     model = SUBWORDS[rec.post.subwords] if rec.post.subwords else None
     subwords = model.load(tokdir / model.FILE) if model else None
@@ -154,8 +154,7 @@ def _content_hash(rec: TokenizerRecipe, files: dict[str, Path]) -> str:
     # The recipe plus the bytes of every file that defines the units: two fits that would
     # produce different units never share a hash. Where they were computed is left out.
     recipe = to_dict(rec)
-    if rec.kind == "kmeans":
-        recipe["kmeans"]["features"].pop("device", None)
+    (recipe["kmeans"]["features"] if rec.kind == "kmeans" else recipe["encodec"]).pop("device", None)
     return sha256_json({"recipe": recipe, "files": {name: sha256_file(p) for name, p in sorted(files.items())}})
 
 

@@ -71,9 +71,11 @@ class EncodecConfig:
     that a small model (tests) or another checkpoint loads through the same recipe.
     """
 
-    # A local state dict, e.g. encodec_24khz-d7cc33bc.th. The encodec package's own
-    # EncodecModel.encodec_model_24khz() downloads it at run time, which cannot work offline.
+    # A local state dict, e.g. encodec_24khz-d7cc33bc.th (the encodec package's own
+    # EncodecModel.encodec_model_24khz() downloads it at run time, which cannot work offline),
+    # or a Hugging Face EncodecModel directory, whose config then replaces the fields below.
     checkpoint: str | None = None
+    device: str = "cpu"  # where the codec runs; not part of the tokenizer's identity
     bandwidth: float = 1.5  # kbps; 1.5/3/6/12/24 -> 2/4/8/16/32 codebooks for the 24 kHz model
     keep_codebooks: int | None = None  # keep only the first n codebooks of that bandwidth
     sample_rate: int = 24000
