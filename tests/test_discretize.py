@@ -132,7 +132,7 @@ def test_kmeans_fit_is_deterministic(backend):
 
 
 def test_fit_writes_a_self_describing_directory(fbank_tok):
-    assert sorted(p.name for p in fbank_tok.iterdir()) == ["centroids.npy", "meta.json", "recipe.yaml"]
+    assert sorted(p.name for p in fbank_tok.iterdir()) == ["centroids.npy", "kmeans_sample.json", "meta.json", "recipe.yaml"]
     meta = TokenizerMeta.load(fbank_tok)
     assert (meta.name, meta.kind, meta.num_units, meta.codebooks) == ("fbank-km500", "kmeans", 16, 1)
     assert meta.frame_rate == 100
