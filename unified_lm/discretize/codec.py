@@ -22,6 +22,7 @@ import torch
 from ..audio import SAMPLE_RATE, resample
 from ..errors import ConfigError, DataError
 from .base import DISCRETIZERS
+from .extractors import model_files
 from .tokenizer_recipe import EncodecConfig, TokenizerRecipe
 
 OFFLINE_HINT = (
@@ -183,5 +184,5 @@ class EncodecQuantizer:
     def state_files(self, tokdir: Path) -> dict[str, Path]:
         path = Path(self.cfg.checkpoint).expanduser()
         if path.is_dir():  # every file of the directory defines the units
-            return {f"checkpoint/{p.name}": p for p in sorted(path.iterdir()) if p.is_file()}
+            return model_files(path, prefix="checkpoint")
         return {"checkpoint": path}

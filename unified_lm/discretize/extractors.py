@@ -194,7 +194,7 @@ class SslFeatures:
         return F.layer_norm(x, x.shape) if self.cfg.normalize_waveform else x
 
     def external_files(self) -> dict[str, Path]:
-        return _model_files(self.path)
+        return model_files(self.path)
 
 
 @FEATURES.register("ctc_encoder")
@@ -268,7 +268,7 @@ class CtcEncoderFeatures:
         return states[0].float().cpu()
 
     def external_files(self) -> dict[str, Path]:
-        return _model_files(self.path)
+        return model_files(self.path)
 
 
 class _MaskedGroupNorm(torch.nn.Module):
@@ -304,9 +304,9 @@ def _keep_layers(model: torch.nn.Module, layer: int) -> None:
         encoder.layer_norm = torch.nn.Identity()
 
 
-def _model_files(directory: Path) -> dict[str, Path]:
+def model_files(directory: Path, prefix: str = "model") -> dict[str, Path]:
     """The files of a model directory, named as the tokenizer's content hash sees them."""
-    return {f"model/{p.name}": p for p in sorted(directory.iterdir()) if p.is_file()}
+    return {f"{prefix}/{p.name}": p for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def _check_model_dir(model_path: str | None) -> Path:
