@@ -204,60 +204,68 @@ def test_the_grid_encoder_is_trained_once_and_read_by_the_ctc_tokenizer(tmp_path
         prepare_data(other, tmp_path / "out", progress=False)
 
 
+class StartRecorder(FakeRunner):
+    """A FakeRunner that keeps each cell's (tokenizer, model.init_from)."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts: list[tuple[str, str | None]] = []
+
+    def __call__(self, cell):
+        self.starts.append((cell.tokenizer, cell.train["model"]["init_from"]))
+        return super().__call__(cell)
+
+
+def _rerun_trains_nothing(config: Path, monkeypatch, stage: str) -> None:
+    import unified_lm.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the {stage} was trained twice")
+
+    monkeypatch.setattr(unified_lm.train, "train", refuse)
+    assert run_loss_grid(config, runner=StartRecorder(), progress=False)["cells"]["ran"] == []
+
+
 def test_the_grid_text_lm_is_trained_once_and_starts_every_cell(tmp_path, prepared, monkeypatch):
     import unified_lm.corpus.sentences
-    import unified_lm.train
 
     corpus = prepared[0]
     textlm = {"recipe": str(REPO / "experiments/textlm.yaml"), "max_steps": 2, "num_sentences": 40,
               "overrides": ["data.text_vocab_size=300", "data.batch_size=4", "eval.every_steps=2"]}  # fmt: skip
     config, out = _grid(tmp_path, prepared, tokenizers=FBANK_ONLY, losses=[{"name": "mask"}], alpha_sweep=[], seeds=[0],
                         textlm=textlm)  # fmt: skip
-    excluded, starts = [], []
+    excluded = []
     write = unified_lm.corpus.sentences.write_text_corpus
 
     def spy(path, n, seed, exclude_manifests=()):
         excluded.extend(exclude_manifests)
         return write(path, n, seed, exclude_manifests)
 
-    class Recording(FakeRunner):
-        def __call__(self, cell):
-            starts.append(cell.train["model"]["init_from"])
-            return super().__call__(cell)
-
     monkeypatch.setattr(unified_lm.corpus.sentences, "write_text_corpus", spy)
-    run_loss_grid(config, runner=Recording(), progress=False)
+    recorder = StartRecorder()
+    run_loss_grid(config, runner=recorder, progress=False)
     (lm,) = (out / "shared").glob("textlm-*")
     assert json.loads((lm / "summary.json").read_text())["steps"] == 2
     (text,) = (out / "shared").glob("text-*.txt")
     assert len(text.read_text().splitlines()) == 40
     assert sorted(map(str, excluded)) == sorted(map(str, [corpus["dev"], corpus["test"]]))  # never a dev/test sentence
-    assert starts == [str(lm / "best")]  # the cell's decoder starts from it ...
+    assert [init for _, init in recorder.starts] == [str(lm / "best")]  # the cell's decoder starts from it ...
     cell = json.loads(next(out.glob("cells/fbank-km8.mask.seed0.*/cell.json")).read_text())
     assert cell["spec"]["train"]["model"]["init_from"] == lm.name  # ... and is identified by its hash, not its path
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the text LM was trained twice")
-
-    monkeypatch.setattr(unified_lm.train, "train", refuse)
-    assert run_loss_grid(config, runner=Recording(), progress=False)["cells"]["ran"] == []
+    _rerun_trains_nothing(config, monkeypatch, "text LM")
     with pytest.raises(ConfigError, match="drop model.init_from"):
-        run_loss_grid(config, ["train.overrides=[model.init_from=somewhere]"], runner=Recording(), progress=False)
+        run_loss_grid(config, ["train.overrides=[model.init_from=somewhere]"], runner=StartRecorder(), progress=False)
 
 
 def test_the_grid_speech_lm_is_trained_once_per_tokenizer_on_unpaired_tasks(tmp_path, prepared, monkeypatch):
-    import unified_lm.train
-
     config, out = _grid(tmp_path, prepared, losses=[{"name": "mask"}, {"name": "ce"}], alpha_sweep=[], seeds=[0],
                         speechlm={"max_steps": 2})  # fmt: skip
-    starts = {}
-
-    class Recording(FakeRunner):
-        def __call__(self, cell):
-            starts.setdefault(cell.tokenizer, set()).add(cell.train["model"]["init_from"])
-            return super().__call__(cell)
-
-    run_loss_grid(config, runner=Recording(), progress=False)
+    recorder = StartRecorder()
+    run_loss_grid(config, runner=recorder, progress=False)
+    starts: dict[str, set] = {}
+    for tok, init in recorder.starts:
+        starts.setdefault(tok, set()).add(init)
     stages = sorted((out / "shared").glob("speechlm-*"))
     assert len(stages) == 2  # one per tokenizer: its units
     for stage in stages:
@@ -271,13 +279,9 @@ def test_the_grid_speech_lm_is_trained_once_per_tokenizer_on_unpaired_tasks(tmp_
     cell = json.loads(next(out.glob("cells/fbank-km8.ce.seed0.*/cell.json")).read_text())
     assert cell["spec"]["train"]["model"]["init_from"].startswith("speechlm-")  # its hash, not its path
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a speech LM was trained twice")
-
-    monkeypatch.setattr(unified_lm.train, "train", refuse)
-    assert run_loss_grid(config, runner=Recording(), progress=False)["cells"]["ran"] == []
+    _rerun_trains_nothing(config, monkeypatch, "speech LM")
     with pytest.raises(ConfigError, match="unpaired tasks only"):
-        run_loss_grid(config, ["speechlm.mixture={asr: 1.0}"], runner=Recording(), progress=False)
+        run_loss_grid(config, ["speechlm.mixture={asr: 1.0}"], runner=StartRecorder(), progress=False)
 
 
 def test_the_plan_counts_the_trainings_left_on_each_slice_and_estimates_their_time(tmp_path, prepared):

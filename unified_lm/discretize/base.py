@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
+from ..audio import SAMPLE_RATE
 from ..errors import ConfigError
 from ..registry import Registry
 from .tokenizer_recipe import TokenizerRecipe
@@ -78,7 +79,7 @@ def in_batches(waveforms: Iterable[torch.Tensor], seconds: float = BATCH_SECONDS
     batch: list[torch.Tensor] = []
     for wav in waveforms:
         batch.append(wav)
-        if sum(w.numel() for w in batch) >= seconds * 16000:
+        if sum(w.numel() for w in batch) >= seconds * SAMPLE_RATE:
             yield batch
             batch = []
     if batch:

@@ -130,9 +130,10 @@ def load_tokenizer(tokdir: str | Path, device: str | None = None) -> SpeechToken
     tokdir = Path(tokdir)
     meta = TokenizerMeta.load(tokdir)
     rec = load_recipe(tokdir / RECIPE_FILE)
-    section = rec.kmeans.features if rec.kind == "kmeans" else vars(rec.encodec)
-    if "device" in section:
-        section["device"] = resolve_device(device or section["device"], explicit=device is not None)
+    if rec.kind == "kmeans" and "device" in rec.kmeans.features:
+        rec.kmeans.features["device"] = resolve_device(device or rec.kmeans.features["device"], explicit=device is not None)
+    elif rec.kind == "encodec":
+        rec.encodec.device = resolve_device(device or rec.encodec.device, explicit=device is not None)
     quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
     model = SUBWORDS[rec.post.subwords] if rec.post.subwords else None
     subwords = model.load(tokdir / model.FILE) if model else None
