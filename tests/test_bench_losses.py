@@ -170,10 +170,20 @@ def test_two_variants_of_one_loss_each_choose_their_alpha(tmp_path, prepared):
     assert rows[("sld-released", "test", "all")]["seed_list"] == "0;1"
 
 
-def test_the_grid_encoder_is_trained_once_and_read_by_the_ctc_tokenizer(tmp_path, monkeypatch):
+def _prepare_again_trains_nothing(cfg: LossGridConfig, out: Path, monkeypatch) -> list:
+    """The shared steps rerun with training and fitting refused: everything is found done."""
     import unified_lm.discretize
     import unified_lm.train
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("a shared stage ran twice")
+
+    monkeypatch.setattr(unified_lm.train, "train", refuse)
+    monkeypatch.setattr(unified_lm.discretize, "fit_tokenizer", refuse)
+    return prepare_data(cfg, out, progress=False)[0]
+
+
+def test_the_grid_encoder_is_trained_once_and_read_by_the_ctc_tokenizer(tmp_path, monkeypatch):
     corpus = make_audio_corpus(tmp_path / "corpus")
     tiny = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()]
     encoder = {"recipe": str(REPO / "experiments/prefix_ctc.yaml"), "max_steps": 2,
@@ -190,18 +200,42 @@ def test_the_grid_encoder_is_trained_once_and_read_by_the_ctc_tokenizer(tmp_path
     assert fitted["kmeans"]["features"]["model_path"] == str(enc / "best")
     assert toks[0].recipe["kmeans"]["features"]["model_path"] == enc.name
     assert all(p.is_file() for p in toks[0].units.values())
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a shared stage ran twice")
-
-    monkeypatch.setattr(unified_lm.train, "train", refuse)
-    monkeypatch.setattr(unified_lm.discretize, "fit_tokenizer", refuse)
-    again, _ = prepare_data(cfg, tmp_path / "out", progress=False)
+    again = _prepare_again_trains_nothing(cfg, tmp_path / "out", monkeypatch)
     assert again[0].tokdir == toks[0].tokdir and again[0].units == toks[0].units
     # Another encoder is another stage, and another tokenizer on top of it.
     other = load_config(LossGridConfig, config, ["encoder.max_steps=3"])
     with pytest.raises(AssertionError, match="ran twice"):
         prepare_data(other, tmp_path / "out", progress=False)
+
+
+def test_the_grid_hubert_iterates_once_and_is_read_by_ssl_tokenizers(tmp_path, monkeypatch):
+    from test_hubert import TINY_HUBERT
+
+    corpus = make_audio_corpus(tmp_path / "corpus")
+    tiny = [f"model.{k}={json.dumps(v)}" for k, v in TINY_HUBERT.items()]
+    hubert = {"max_steps": 2, "layer": 1, "k": 4, "target_overrides": ["kmeans.k=8"],  # the tiny corpus has few frames
+              "overrides": [*tiny, "data.batch_size=2", "eval.every_steps=2", "eval.max_utts=2"]}  # fmt: skip
+    hubert_tok = [{"recipe": str(REPO / "tokenizers/hubert-km500.yaml"),
+                   "overrides": ["kmeans.k=4", "kmeans.features.layer=1", "name=hub-km4"]}]
+    config = grid_config(tmp_path / "g.yaml", corpus, tmp_path / "out", tokenizers=hubert_tok, hubert=hubert,
+                         degraded=None)
+    cfg = load_config(LossGridConfig, config)
+    check_grid(cfg)
+    toks, _ = prepare_data(cfg, tmp_path / "out", progress=False)
+    shared = tmp_path / "out/shared"
+    (first,), (second,) = shared.glob("hubert1-*"), shared.glob("hubert2-*")
+    # Iteration 2 predicts K=4 units of iteration 1's layer 1; the tokenizer reads iteration 2.
+    targets2 = json.loads((second / "best/hubert_targets.json").read_text())
+    assert targets2["name"] == "hubert1-targets" and targets2["num_units"] == 4 and targets2["frame_rate"] == 50.0
+    fitted2 = yaml.safe_load((Path(targets2["tokenizer"]) / "recipe.yaml").read_text())
+    assert fitted2["kmeans"]["features"]["model_path"] == str(first / "best") and fitted2["post"]["dedup"] is False
+    assert toks[0].recipe["kmeans"]["features"]["model_path"] == second.name
+    assert all(p.is_file() for p in toks[0].units.values())
+    assert _prepare_again_trains_nothing(cfg, tmp_path / "out", monkeypatch)[0].tokdir == toks[0].tokdir
+    # Without a hubert: stage an ssl tokenizer needs its model path, and is skipped with the reason.
+    bare = load_config(LossGridConfig, config, ["hubert=null"])
+    with pytest.raises(ConfigError, match="hub-km4 skipped: .*model_path=... or a hubert: stage"):
+        prepare_data(bare, tmp_path / "out", progress=False)
 
 
 class StartRecorder(FakeRunner):

@@ -51,7 +51,7 @@ def test_cpu_preset_plans_the_issue_grid(tmp_path, monkeypatch):
     # Units the decoder reads: the CTC-posterior tokenizer, on the grid's own pre-trained encoder.
     recipes = [load_recipe(t.recipe, t.overrides) for t in cfg.tokenizers]
     assert [r.name for r in recipes] == ["ctc-posterior-km500"]
-    assert _unset_checkpoint(recipes[0]) == "kmeans.features.model_path" and cfg.encoder.max_steps >= 1000
+    assert _unset_checkpoint(recipes[0]) == ("kmeans.features.model_path", "ctc_encoder") and cfg.encoder.max_steps >= 1000
     # Every cell starts from the tokenizer's speech-and-text LM, trained on unpaired tasks only.
     assert set(cfg.speechlm.mixture) == {"speech_lm", "text_lm"} and cfg.speechlm.max_steps == cfg.train.max_steps
     assert [loss.key for loss in cfg.losses] == ["mask", "ce", "sld", "sld-released"] and len(cfg.seeds) >= 3
@@ -135,7 +135,7 @@ def test_paper_preset_asks_for_its_local_checkpoints(monkeypatch, paper_models):
     recipes = [load_recipe(t.recipe, t.overrides) for t in cfg.tokenizers]
     assert [(r.kmeans.k, r.kmeans.features["type"], r.post.subwords, r.post.subword_vocab_size) for r in recipes] == [(2000, "ssl", "unigram", 6000)] * 2
     # Until their model paths are set, both SSL tokenizers would be skipped with a note.
-    assert [_unset_checkpoint(r) for r in recipes] == ["kmeans.features.model_path"] * 2
+    assert [_unset_checkpoint(r) for r in recipes] == [("kmeans.features.model_path", "ssl")] * 2
 
 
 def _paper_preset() -> dict:

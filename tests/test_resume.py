@@ -53,6 +53,10 @@ def _recipe_argv(recipe: str, tmp_path) -> list[str]:
         corpus = make_corpus(tmp_path / "data")
         return ["lm", "--config", str(TINY_RECIPE), f"data.train={corpus['train']}", f"data.dev={corpus['dev']}",
                 f"data.tokenizer={corpus['tok']}", "data.max_tokens=64", "time_mask=0.2"]
+    if recipe == "hubert":
+        from test_hubert import hubert_argv
+
+        return hubert_argv(tmp_path)
     corpus = write_corpus(tmp_path / "data")
     recipe, phases = recipe.split("+") if "+" in recipe else (recipe, None)
     config = tmp_path / f"{recipe}.yaml"
@@ -79,7 +83,7 @@ def _comparable(run) -> list[dict]:
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("recipe", ["lm", "ctc", "textlm", "prefix", "prefix+phases"])
+@pytest.mark.parametrize("recipe", ["lm", "ctc", "textlm", "prefix", "prefix+phases", "hubert"])
 def test_a_run_killed_with_sigkill_resumes_exactly(recipe, tmp_path):
     argv = _recipe_argv(recipe, tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -245,7 +245,8 @@ def test_ctrl_c_in_python_m_train_prints_one_line(tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("recipe, key", [("lm", "data.max_tokens: 4096"), ("ctc", "data.speed_perturb: [1.0]"),
-                                         ("textlm", "model.preset: tiny"), ("prefix", "loss.w_deriv: 1.0")])
+                                         ("textlm", "model.preset: tiny"), ("prefix", "loss.w_deriv: 1.0"),
+                                         ("hubert", "mask.length: 10")])
 def test_train_help_lists_the_recipes_keys_and_defaults(recipe, key, capsys):
     from unified_lm import cli
 
@@ -253,12 +254,12 @@ def test_train_help_lists_the_recipes_keys_and_defaults(recipe, key, capsys):
         cli.main(["train", recipe, "--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0
-    assert "usage: unified-lm train [{lm,ctc,textlm,prefix}] --config CONFIG" in out
+    assert "usage: unified-lm train [{lm,ctc,textlm,prefix,hubert}] --config CONFIG" in out
     assert key in out and "optim.lr:" in out and "out_dir:" in out
 
 
 def test_an_unknown_recipe_is_one_error_line(capsys):
     assert main(["ctcc", "--config", str(TINY_RECIPE)]) == 2
     assert capsys.readouterr().err.strip() == (
-        "python -m unified_lm.train: error: unknown recipe 'ctcc'; known: lm, ctc, textlm, prefix"
+        "python -m unified_lm.train: error: unknown recipe 'ctcc'; known: lm, ctc, textlm, prefix, hubert"
     )

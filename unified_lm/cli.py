@@ -201,6 +201,14 @@ def cmd_bench_ssl_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_unit_purity(args: argparse.Namespace) -> int:
+    from .bench.unit_purity import run_unit_purity
+
+    run_unit_purity(args.encoder, args.manifest, args.out, tokenizers=args.tokenizer, hubert=args.hubert, k=args.k,
+                    max_utts=args.max_utts)
+    return 0
+
+
 def cmd_bench_data_memory(args: argparse.Namespace) -> int:
     from .bench.data_memory import run_data_memory_bench
 
@@ -381,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--utterances", type=int, default=24)
     s.add_argument("--out", type=Path, default=Path("runs/bench/ssl_features"))
     s.set_defaults(fn=cmd_bench_ssl_features)
+    s = bench.add_parser("unit-purity", help="PNMI and purity of units against CTC-aligned characters; HuBERT layers")
+    s.add_argument("--encoder", required=True, type=Path, help="a CTC encoder (unified-lm train ctc; its best/)")
+    s.add_argument("--manifest", required=True, type=Path, help="an audio manifest with transcripts (dev)")
+    s.add_argument("--tokenizer", type=Path, action="append", default=[], help="a fitted tokenizer (repeatable)")
+    s.add_argument("--hubert", type=Path, help="a HuBERT directory: every layer clustered with k-means on the manifest")
+    s.add_argument("--k", type=int, default=100, help="clusters per HuBERT layer")
+    s.add_argument("--max-utts", type=int, default=150)
+    s.add_argument("--out", type=Path, default=Path("runs/bench/unit_purity"))
+    s.set_defaults(fn=cmd_bench_unit_purity)
     s = bench.add_parser("data-memory", help="resident memory of the training data: packed units vs lists")
     s.add_argument("--records", type=int, default=1_000_000)
     s.add_argument("--units", type=int, default=175, help="mean units per record")

@@ -6,7 +6,8 @@
 One **cell** is one ``lm`` training run (the grid's base recipe, with the cell's loss and
 seed) followed by decoding its best checkpoint on dev, test and the degraded test copy.
 What cells share is done once, in ``shared/``: the corpus, a pre-trained speech encoder
-(``encoder:``) and text LM (``textlm:``), each tokenizer and its unit manifests, and per
+(``encoder:``, CTC) or HuBERT (``hubert:``) and text LM (``textlm:``), each tokenizer and
+its unit manifests, and per
 tokenizer a speech-and-text LM (``speechlm:``) that its cells start from.
 Cells are cached by the hash of their resolved config and resume after an interruption;
 SLD's alpha is chosen on dev; ``--cells I/N`` splits the grid across machines. The output
@@ -99,12 +100,29 @@ class TrainBaseConfig:
 @dataclass
 class EncoderStageConfig:
     """A speech encoder pre-trained once per grid (the ``ctc`` recipe) on the grid's training
-    audio. Every tokenizer that reads a model (``kmeans.features.model_path``) and leaves it
-    unset gets this encoder's best checkpoint, so all of its cells share one encoder."""
+    audio. Every ``ctc_encoder`` tokenizer that leaves ``kmeans.features.model_path`` unset
+    gets this encoder's best checkpoint, so all of its cells share one encoder."""
 
     recipe: str = "experiments/prefix_ctc.yaml"
     overrides: list[str] = field(default_factory=list)  # data paths and out_dir are the grid's
     max_steps: int | None = None  # optim.max_steps, after the overrides; null keeps theirs
+
+
+@dataclass
+class HubertStageConfig:
+    """A HuBERT pre-trained once per grid on the training audio (the ``hubert`` recipe),
+    ``iterations`` times: the first on ``targets``' units, each next one on K-means units of
+    the previous model's ``layer``. Every tokenizer with ``ssl`` features and no
+    ``kmeans.features.model_path`` reads the last iteration's best checkpoint."""
+
+    recipe: str = "experiments/hubert.yaml"
+    overrides: list[str] = field(default_factory=list)  # data paths and out_dir are the grid's
+    max_steps: int | None = None  # per iteration
+    targets: str = "tokenizers/mfcc-km100.yaml"  # iteration 1's targets, fitted on the training audio ...
+    target_overrides: list[str] = field(default_factory=list)  # ... with these overrides
+    iterations: int = 2
+    layer: int = 4  # chosen by PNMI on dev (bench unit-purity; docs/ssl_units.md)
+    k: int = 500
 
 
 @dataclass
@@ -168,7 +186,8 @@ class DecodeConfig:
 class LossGridConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizers: list[TokenizerEntry] = field(default_factory=list)
-    encoder: EncoderStageConfig | None = None  # pre-trained once, read by model-based tokenizers
+    encoder: EncoderStageConfig | None = None  # pre-trained once, read by ctc_encoder tokenizers
+    hubert: HubertStageConfig | None = None  # pre-trained once, read by ssl tokenizers
     textlm: TextLMStageConfig | None = None  # pre-trained once, the decoder every cell starts from
     speechlm: SpeechLMStageConfig | None = None  # pre-trained once per tokenizer, from the text LM if any
     losses: list[GridLoss] = field(default_factory=list)  # one entry per label (default: the loss name)
@@ -224,10 +243,13 @@ def check_grid(cfg: LossGridConfig) -> LMConfig:
         raise ConfigError(f"bootstrap: need 0 < confidence < 1 and num_samples >= 1, got {to_dict(cfg.bootstrap)}")
     if cfg.degraded is not None:
         cfg.degraded.check()
-    stages = (("train", cfg.train), ("encoder", cfg.encoder), ("textlm", cfg.textlm), ("speechlm", cfg.speechlm))
+    stages = (("train", cfg.train), ("encoder", cfg.encoder), ("hubert", cfg.hubert), ("textlm", cfg.textlm),
+              ("speechlm", cfg.speechlm))
     for where, steps in ((name, stage.max_steps) for name, stage in stages if stage is not None):
         if steps is not None and steps < 1:
             raise ConfigError(f"{where}.max_steps: must be >= 1, got {steps}")
+    if cfg.hubert is not None and (cfg.hubert.iterations < 1 or cfg.hubert.k < 2):
+        raise ConfigError(f"hubert: iterations >= 1 and k >= 2 needed, got {cfg.hubert.iterations}, {cfg.hubert.k}")
     if cfg.estimate_step_seconds is not None and cfg.estimate_step_seconds <= 0:
         raise ConfigError(f"estimate_step_seconds: must be > 0, got {cfg.estimate_step_seconds}")
     from ..recipes.configs import LMConfig
@@ -320,13 +342,13 @@ def speed_perturbed(train: Path, factors: Sequence[float], out_dir: Path, progre
     return combined
 
 
-def _unset_checkpoint(recipe: Any) -> str | None:
-    """The override a recipe needs for its local model weights, when it is not given."""
+def _unset_checkpoint(recipe: Any) -> tuple[str, str] | None:
+    """(the override a recipe needs for its local model weights, the kind of model), when not given."""
     if recipe.kind == "encodec" and not recipe.encodec.checkpoint:
-        return "encodec.checkpoint"
+        return "encodec.checkpoint", "encodec"
     features = recipe.kmeans.features if recipe.kind == "kmeans" else {}
     if features.get("type") in ("ssl", "ctc_encoder") and not features["model_path"]:
-        return "kmeans.features.model_path"
+        return "kmeans.features.model_path", features["type"]
     return None
 
 
@@ -350,7 +372,7 @@ def _stage_name(init: str | None) -> str | None:
 def pretrain(
     cfg: LossGridConfig, name: str, recipe: str, recipe_file: str, overrides: list[str], identity: dict, shared: Path
 ) -> Pretrained:
-    """Trains the shared stage ``name`` of the grid (``encoder``, ``textlm``, ``speechlm``)
+    """Trains the shared stage ``name`` of the grid (``encoder``, ``hubert1``.., ``textlm``, ``speechlm``)
     with ``recipe`` once (resuming a killed run) in ``shared/<name>-<hash>``, the hash
     covering its resolved config but its paths, the corpus and ``identity``."""
     from ..recipes import get_recipe
@@ -358,7 +380,7 @@ def pretrain(
 
     stage_cfg = load_config(get_recipe(recipe).config, recipe_file, overrides)
     spec = to_dict(stage_cfg)
-    for path in ("train", "dev", "text_files", "tokenizer"):
+    for path in ("train", "dev", "text_files", "tokenizer", "targets"):
         spec["data"].pop(path, None)
     spec.pop("out_dir")
     if "model" in spec and "init_from" in spec["model"]:
@@ -379,6 +401,28 @@ def pretrain_encoder(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) 
     stage = cfg.encoder
     data = [f"data.train={audio['train']}", f"data.dev={audio['dev']}"]
     return pretrain(cfg, "encoder", "ctc", stage.recipe, [*stage.overrides, *_budget(stage.max_steps), *data], {}, shared)
+
+
+def pretrain_hubert(cfg: LossGridConfig, audio: dict[str, Path], shared: Path, progress: bool = True) -> Pretrained:
+    """The grid's HuBERT (``hubert:``): its iterations, each on the targets of the one before."""
+    from ..discretize import fit_tokenizer
+
+    stage = cfg.hubert
+    data = [f"data.train={audio['train']}", f"data.dev={audio['dev']}"]
+    targets, target_overrides, model = stage.targets, stage.target_overrides, None
+    for iteration in range(1, stage.iterations + 1):
+        # The previous model's key, not its path, names the targets: the grid stays movable.
+        named = [o.replace(str(model.best), model.key) if model else o for o in target_overrides]
+        spec = {"recipe": targets, "overrides": named, "corpus": _corpus_spec(cfg.corpus)}
+        tokdir = shared / "tok" / f"hubert-targets{iteration}-{_short(spec)}"
+        if not (tokdir / "meta.json").is_file():
+            fit_tokenizer(targets, audio["train"], tokdir, target_overrides, progress=progress)
+        overrides = [*stage.overrides, *_budget(stage.max_steps), *data, f"data.targets={tokdir}"]
+        model = pretrain(cfg, f"hubert{iteration}", "hubert", stage.recipe, overrides, {"targets": tokdir.name}, shared)
+        targets, target_overrides = "tokenizers/hubert-km500.yaml", [
+            f"kmeans.features.model_path={model.best}", f"kmeans.features.layer={stage.layer}", f"kmeans.k={stage.k}",
+            "post.dedup=false", f"name=hubert{iteration}-targets"]
+    return model
 
 
 def pretrain_text_lm(cfg: LossGridConfig, audio: dict[str, Path], shared: Path) -> Pretrained:
@@ -422,7 +466,8 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
     shared = out / "shared"
     corpus_key = _corpus_spec(cfg.corpus)
     audio = corpus_manifests(cfg.corpus, shared, progress)
-    encoder = pretrain_encoder(cfg, audio, shared) if cfg.encoder is not None else None
+    models = {"ctc_encoder": pretrain_encoder(cfg, audio, shared) if cfg.encoder is not None else None,
+              "ssl": pretrain_hubert(cfg, audio, shared, progress) if cfg.hubert is not None else None}
     speed_dir = shared / f"speed-{_short({'corpus': corpus_key, 'factors': cfg.corpus.speed_perturb})}"
     evals = {"train": speed_perturbed(audio["train"], cfg.corpus.speed_perturb, speed_dir, progress)}
     evals.update(dev=audio["dev"], test=audio["test"])
@@ -435,20 +480,21 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
     prepared, notes = [], []
     for entry in cfg.tokenizers:
         recipe = load_recipe(entry.recipe, entry.overrides)
-        missing = _unset_checkpoint(recipe)
-        uses_encoder = encoder is not None and missing == "kmeans.features.model_path"
-        if uses_encoder:
+        missing, kind = _unset_checkpoint(recipe) or (None, None)
+        encoder = models.get(kind)  # the grid's own model of the kind the recipe reads
+        if encoder is not None:
             entry = replace(entry, overrides=[*entry.overrides, f"{missing}={encoder.best}"])
             recipe, missing = load_recipe(entry.recipe, entry.overrides), None
         if missing:
-            note = f"{recipe.name} skipped: no local model weights configured ({entry.recipe} needs {missing}=...)"
+            stage = {"ctc_encoder": " or an encoder: stage", "ssl": " or a hubert: stage"}.get(kind, "")
+            note = f"{recipe.name} skipped: no local model weights configured ({entry.recipe} needs {missing}=...{stage})"
             logger.warning(note)
             notes.append(note)
             continue
         if any(p.name == recipe.name for p in prepared):
             raise ConfigError(f"tokenizers: two entries are named {recipe.name!r}; rename one with a name=... override")
         spec = to_dict(recipe)
-        if uses_encoder:  # the encoder's hash, not its path: cells stay movable
+        if encoder is not None:  # the model's hash, not its path: cells stay movable
             spec["kmeans"]["features"]["model_path"] = encoder.key
         tokdir = shared / "tok" / f"{recipe.name}-{_short({'corpus': corpus_key, 'recipe': spec})}"
         if not (tokdir / "meta.json").is_file():

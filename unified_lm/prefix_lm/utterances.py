@@ -19,7 +19,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -248,11 +248,14 @@ class Packer:
         return batch, target
 
 
-def batches(utts: Sequence[Utterance], batch_size: int, rng: random.Random | None = None) -> list[list[Utterance]]:
+def batches(
+    utts: Sequence[Any], batch_size: int, rng: random.Random | None = None,
+    length: Callable[[Any], int] = lambda u: u.feats.size(0),
+) -> list[list[Any]]:
     """Batches of ``batch_size``; shuffled when ``rng`` is given, else in manifest order.
 
-    Shuffled batches are drawn from length-sorted pools of 50 batches, so one batch holds
-    utterances of similar length and little padding.
+    Shuffled batches are drawn from pools of 50 batches sorted by ``length``, so one batch
+    holds utterances of similar length and little padding.
     """
     order = list(range(len(utts)))
     if rng is None:
@@ -261,7 +264,7 @@ def batches(utts: Sequence[Utterance], batch_size: int, rng: random.Random | Non
     pool = 50 * batch_size
     out = []
     for k in range(0, len(order), pool):
-        chunk = sorted(order[k : k + pool], key=lambda i: utts[i].feats.size(0))
+        chunk = sorted(order[k : k + pool], key=lambda i: length(utts[i]))
         out += [[utts[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(out)
     return out

@@ -4,6 +4,7 @@
     ctc     CTC pre-training of the speech encoder (recipes/ctc_encoder.py)
     textlm  a decoder pre-trained on text alone (recipes/text_lm.py)
     prefix  the prefix LM of the continuous path (recipes/prefix.py)
+    hubert  HuBERT-style masked-prediction pre-training of a speech encoder (recipes/hubert.py)
 
 Recipe modules are imported on first use: the prefix LM's pull in fairseq2, which the
 ``lm`` recipe never needs.
@@ -16,7 +17,7 @@ import importlib
 from ..errors import ConfigError
 from ..training import TrainingRecipe
 
-_MODULES = {"lm": "lm", "ctc": "ctc_encoder", "textlm": "text_lm", "prefix": "prefix"}
+_MODULES = {"lm": "lm", "ctc": "ctc_encoder", "textlm": "text_lm", "prefix": "prefix", "hubert": "hubert"}
 NAMES = tuple(_MODULES)
 
 
@@ -31,7 +32,7 @@ def recipe_for(cfg: object) -> TrainingRecipe:
     from . import configs
 
     by_class = {configs.LMConfig: "lm", configs.CTCEncoderConfig: "ctc", configs.TextLMConfig: "textlm",
-                configs.PrefixLMConfig: "prefix"}
+                configs.PrefixLMConfig: "prefix", configs.HubertPretrainConfig: "hubert"}
     if type(cfg) not in by_class:
         raise ConfigError(f"no training recipe takes a {type(cfg).__name__}")
     return get_recipe(by_class[type(cfg)])

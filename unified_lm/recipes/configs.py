@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..losses import LossConfig
 from ..losses.spectrogram import SpectronLossConfig
 from ..models import ModelConfig
+from ..models.hubert import HubertSize
 from ..models.prefix import EncoderConfig, PrefixModelConfig
 from ..tasks import TaskConfig
 from ..training.sections import EvalConfig, OptimConfig, TrainingConfig
@@ -165,3 +166,45 @@ class PrefixLMConfig(SmallStageConfig):
                 "model.bridge.name=ctc needs a trained CTC head: set loss.w_ctc > 0 or model.encoder_init "
                 "(a CTC pre-trained encoder)"
             )
+
+
+# ---- hubert: masked prediction of a tokenizer's units (HuBERT pre-training) -------------
+
+
+@dataclass
+class HubertDataConfig(AudioDataConfig):
+    # A fitted tokenizer directory (`discretize fit`): its frame-level units, before dedup
+    # and subwords, are the targets. Iteration 1: mfcc-km100; iteration 2: ssl-km over
+    # iteration 1's best/.
+    targets: str | None = None
+    max_seconds: float = 15.0  # a batch is cropped to its shortest utterance, and to this
+    batch_size: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.max_seconds > 0:
+            raise ConfigError(f"data.max_seconds: must be > 0, got {self.max_seconds}")
+
+
+@dataclass
+class SpanMaskConfig:
+    """HuBERT-Base's masking: spans of ``length`` frames start at ``prob / length`` of the frames."""
+
+    prob: float = 0.8
+    length: int = 10
+
+    def __post_init__(self):
+        if not 0 < self.prob <= 1 or self.length < 1:
+            raise ConfigError(f"mask: prob in (0, 1] and length >= 1, got {self.prob}, {self.length}")
+
+
+@dataclass
+class HubertPretrainConfig(SmallStageConfig):
+    """HuBERT-style pre-training of a small speech encoder on the corpus's own audio."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=200,
+                                                                   max_steps=2000))
+    data: HubertDataConfig = field(default_factory=HubertDataConfig)
+    model: HubertSize = field(default_factory=HubertSize)
+    mask: SpanMaskConfig = field(default_factory=SpanMaskConfig)
+    out_dir: str = "runs/hubert"

@@ -1,0 +1,138 @@
+"""A small HuBERT (Hsu et al. 2021) for masked-prediction pre-training on the corpus's own audio.
+
+The encoder is ``transformers.HubertModel`` itself (conv front end over the 16 kHz
+waveform, 50 frames/s, pre-LN Transformer), so its checkpoint is a Hugging Face
+directory the ``ssl`` features read exactly as a downloaded HuBERT. Beside it sit the
+pre-training head of the paper: a projection and one embedding per target unit, scored
+by cosine similarity over a temperature. Spans of frames are masked (their inputs
+replaced by a learned embedding) and the loss is the cross-entropy of the targets at
+masked frames only (the paper's ``pred_nomask_weight = 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+HEAD_WEIGHTS = "hubert_head.safetensors"  # the pre-training head, beside the HF model files
+TARGETS_FILE = "hubert_targets.json"  # what the head predicts: the target tokenizer
+
+
+@dataclass
+class HubertSize:
+    """HuBERT-Base is 768 wide, 12 layers, 512 conv channels (95M parameters); this default has 5.5M."""
+
+    hidden_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    ffn_dim: int = 1024
+    # The conv front end over the waveform: HuBERT's seven layers, 320 samples (20 ms) a
+    # frame. The first ones run at 3,200 and 1,600 frames/s and cost most of a CPU step
+    # (measured: 128 channels everywhere takes 1.8x the step time of these).
+    conv_dim: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 128, 256, 256])
+    conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
+    conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    conv_pos: int = 64  # kernel of the convolutional position embedding (Base: 128)
+    conv_pos_groups: int = 16
+    dropout: float = 0.1
+    proj_dim: int = 256  # the head's projection (the paper's final_proj)
+    temperature: float = 0.1  # of the cosine-similarity logits
+
+    def __post_init__(self):
+        if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride) or not self.conv_dim:
+            raise ConfigError(f"model.conv_dim, conv_kernel and conv_stride: one entry per conv layer, got "
+                              f"{self.conv_dim}, {self.conv_kernel}, {self.conv_stride}")
+        if self.hidden_size % self.num_heads or self.hidden_size % self.conv_pos_groups:
+            raise ConfigError("model.hidden_size: must be a multiple of num_heads and conv_pos_groups")
+        if not self.temperature > 0:
+            raise ConfigError(f"model.temperature: must be > 0, got {self.temperature}")
+
+    @property
+    def hop(self) -> int:
+        """Samples per frame (320 at 16 kHz: 50 frames/s)."""
+        return math.prod(self.conv_stride)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the conv front end makes of ``num_samples`` (0 when too short for one)."""
+        for kernel, stride in zip(self.conv_kernel, self.conv_stride):
+            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
+        return num_samples
+
+    def hf_config(self):
+        from transformers import HubertConfig
+
+        return HubertConfig(
+            hidden_size=self.hidden_size, num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+            intermediate_size=self.ffn_dim, conv_dim=tuple(self.conv_dim), conv_kernel=tuple(self.conv_kernel),
+            conv_stride=tuple(self.conv_stride), conv_bias=True, num_conv_pos_embeddings=self.conv_pos,
+            num_conv_pos_embedding_groups=self.conv_pos_groups,
+            # HuBERT-Large's layout (layer-norm front end, pre-LN blocks): stable from scratch
+            # without Base's feature-gradient scaling, and no group norm over padding.
+            feat_extract_norm="layer", do_stable_layer_norm=True,
+            hidden_dropout=self.dropout, attention_dropout=self.dropout, feat_proj_dropout=self.dropout,
+            activation_dropout=0.0, layerdrop=0.0,
+            # Pre-training passes its own masks (seeded per step, so a resumed run draws the
+            # same). transformers creates the learned mask embedding only when mask_time_prob
+            # > 0: its default, the SpecAugment of a later fine-tuning, keeps it.
+            apply_spec_augment=True, mask_time_prob=0.05, mask_time_length=10, mask_feature_prob=0.0,
+        )
+
+
+class HubertPretrainModel(nn.Module):
+    """``HubertModel`` + the masked-prediction head over ``num_targets`` units."""
+
+    def __init__(self, cfg: HubertSize, num_targets: int):
+        super().__init__()
+        from transformers import HubertModel
+
+        self.cfg = cfg
+        self.hubert = HubertModel(cfg.hf_config())
+        self.final_proj = nn.Linear(cfg.hidden_size, cfg.proj_dim)
+        self.label_embs = nn.Parameter(torch.randn(num_targets, cfg.proj_dim) * cfg.proj_dim**-0.5)
+
+    def forward(self, wavs: Tensor, mask: Tensor) -> Tensor:
+        """``wavs`` [B, S], ``mask`` [B, T] (True: masked) -> logits [masked frames, targets]."""
+        states = self.hubert(wavs, mask_time_indices=mask).last_hidden_state
+        proj = F.normalize(self.final_proj(states[mask]), dim=-1)
+        return proj @ F.normalize(self.label_embs, dim=-1).T / self.cfg.temperature
+
+
+def span_mask(batch: int, frames: int, prob: float, length: int, generator: torch.Generator) -> Tensor:
+    """HuBERT's (wav2vec 2.0's) time masks [batch, frames]: in each row, ``prob * frames /
+    length`` span starts (rounded at random, at least one) drawn without replacement, each
+    masking ``length`` frames; overlapping spans merge, so about ``1 - exp(-prob)`` of the
+    frames end up masked."""
+    length = min(length, frames)
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    starts_max = frames - length + 1
+    for row in range(batch):
+        num = max(1, min(starts_max, int(prob * frames / length + torch.rand((), generator=generator))))
+        starts = torch.randperm(starts_max, generator=generator)[:num]
+        mask[row, (starts.unsqueeze(1) + torch.arange(length)).flatten()] = True
+    return mask
+
+
+def save_hubert(directory: Path, model: HubertPretrainModel, targets: dict) -> None:
+    """A ``HubertModel`` directory (``from_pretrained`` loads it) plus the head and what it predicts."""
+    model.hubert.save_pretrained(directory)
+    save_file({"final_proj.weight": model.final_proj.weight.detach().contiguous(),
+               "final_proj.bias": model.final_proj.bias.detach().contiguous(),
+               "label_embs": model.label_embs.detach().contiguous()}, str(directory / HEAD_WEIGHTS))
+    (directory / TARGETS_FILE).write_text(json.dumps(targets, indent=2) + "\n", encoding="utf-8")
+
+
+def load_hubert(directory: Path, model: HubertPretrainModel) -> None:
+    """Reads ``save_hubert``'s weights back into ``model``."""
+    model.hubert.load_state_dict(load_file(str(directory / "model.safetensors")))
+    head = load_file(str(directory / HEAD_WEIGHTS))
+    model.label_embs.data.copy_(head.pop("label_embs"))
+    model.final_proj.load_state_dict({k.removeprefix("final_proj."): v for k, v in head.items()})
