@@ -497,6 +497,25 @@ def test_ctc_encoder_units_cluster_the_chosen_block(corpus, tmp_path):
     assert first(wav[:800]).shape == (0, 16)  # shorter than the subsampling's receptive field
 
 
+def test_a_tokenizer_fitted_with_a_relative_model_path_loads_anywhere_and_hashes_the_model_not_its_path(
+    corpus, tmp_path, monkeypatch
+):
+    import shutil
+
+    tiny_ctc_encoder(tmp_path / "work" / "enc")
+    monkeypatch.chdir(tmp_path / "work")
+    meta = fit(CTC_KM, corpus, tmp_path / "tok", ["kmeans.k=8", "kmeans.features.model_path=enc"])
+    saved = yaml.safe_load((tmp_path / "tok" / "recipe.yaml").read_text())
+    assert saved["kmeans"]["features"]["model_path"] == str(tmp_path / "work" / "enc")
+    monkeypatch.chdir(tmp_path)
+    units, _ = load_tokenizer(tmp_path / "tok").encode(torch.from_numpy(speechlike(1.0, 16000, seed=8)))
+    assert units
+    # The same model bytes elsewhere: the same units, the same hash.
+    shutil.copytree(tmp_path / "work" / "enc", tmp_path / "moved")
+    again = fit(CTC_KM, corpus, tmp_path / "tok2", ["kmeans.k=8", f"kmeans.features.model_path={tmp_path / 'moved'}"])
+    assert again.hash == meta.hash
+
+
 def test_ctc_encoder_drop_blank_keeps_the_frames_the_ctc_head_calls_characters(tmp_path):
     from unified_lm.discretize.extractors import build_features
     from unified_lm.models import load_encoder_checkpoint, write_encoder_checkpoint

@@ -88,6 +88,7 @@ def fit_tokenizer(
     """Fits the recipe on the manifest's audio and writes the tokenizer directory ``out_dir``;
     ``skip_bad`` leaves out (and logs) the lines that cannot be read instead of failing."""
     rec = load_recipe(recipe, overrides)
+    _absolute_model_path(rec)
     quantizer_cls = DISCRETIZERS.get(rec.kind)
     manifest, out_dir = Path(manifest), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -151,11 +152,26 @@ def _frame_units(
         yield dedup(units)[0] if dedup_runs else units
 
 
+def _absolute_model_path(rec: TokenizerRecipe) -> None:
+    """The saved recipe names its model (``kmeans.features.model_path``, ``encodec.checkpoint``)
+    by an absolute path, so the tokenizer loads from any working directory."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    if rec.kind == "kmeans" and "model_path" in rec.kmeans.features:
+        rec.kmeans.features["model_path"] = absolute(rec.kmeans.features["model_path"])
+    elif rec.kind == "encodec":
+        rec.encodec.checkpoint = absolute(rec.encodec.checkpoint)
+
+
 def _content_hash(rec: TokenizerRecipe, files: dict[str, Path]) -> str:
     # The recipe plus the bytes of every file that defines the units: two fits that would
-    # produce different units never share a hash. Where they were computed is left out.
+    # produce different units never share a hash. Where they were computed is left out, and
+    # so is where the model lies: its files' bytes are among `files`.
     recipe = to_dict(rec)
-    (recipe["kmeans"]["features"] if rec.kind == "kmeans" else recipe["encodec"]).pop("device", None)
+    section = recipe["kmeans"]["features"] if rec.kind == "kmeans" else recipe["encodec"]
+    for key in ("device", "model_path", "checkpoint"):
+        section.pop(key, None)
     return sha256_json({"recipe": recipe, "files": {name: sha256_file(p) for name, p in sorted(files.items())}})
 
 
