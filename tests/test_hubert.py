@@ -89,6 +89,11 @@ def test_config_needs_targets_and_checks_its_sections(tmp_path, capsys):
         from_dict(HubertSize, {"conv_dim": [8, 8]}, "model")
     two_layers = from_dict(HubertSize, {"conv_dim": [8, 8], "conv_kernel": [400, 2], "conv_stride": [160, 2]}, "model")
     assert (two_layers.hop, two_layers.num_frames(16000)) == (320, 49)
+    # The shortest input that makes a frame: utterances below it are left out of training.
+    for size in (HubertSize(), two_layers):
+        n = size.receptive_field
+        assert size.num_frames(n) == 1 and size.num_frames(n - 1) == 0
+    assert HubertSize().receptive_field == 400
     with pytest.raises(ConfigError, match="mask: prob in"):
         from_dict(HubertPretrainConfig, {"mask": {"prob": 0}}, "cfg")
     assert train_main(["hubert", "--config", "experiments/hubert.yaml", f"out_dir={tmp_path / 'run'}"]) != 0

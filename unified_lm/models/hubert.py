@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +62,17 @@ class HubertSize:
         """Samples per frame (320 at 16 kHz: 50 frames/s)."""
         return math.prod(self.conv_stride)
 
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees: the shortest input that makes a frame (400 for HuBERT's)."""
+        samples = 1
+        for kernel, stride in reversed(list(zip(self.conv_kernel, self.conv_stride))):
+            samples = (samples - 1) * stride + kernel
+        return samples
+
     def num_frames(self, num_samples: int) -> int:
         """Frames the conv front end makes of ``num_samples`` (0 when too short for one)."""
-        for kernel, stride in zip(self.conv_kernel, self.conv_stride):
-            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
-        return num_samples
+        return conv_frames(num_samples, zip(self.conv_kernel, self.conv_stride))
 
     def hf_config(self):
         from transformers import HubertConfig
@@ -104,6 +111,14 @@ class HubertPretrainModel(nn.Module):
         states = self.hubert(wavs, mask_time_indices=mask).last_hidden_state
         proj = F.normalize(self.final_proj(states[mask]), dim=-1)
         return proj @ F.normalize(self.label_embs, dim=-1).T / self.cfg.temperature
+
+
+def conv_frames(num_samples: int, convs: Iterable[tuple[int, int]]) -> int:
+    """Frames a stack of unpadded 1-D convolutions, ``(kernel, stride)`` each, makes of
+    ``num_samples`` (0 when too short for one)."""
+    for kernel, stride in convs:
+        num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
+    return num_samples
 
 
 def span_mask(batch: int, frames: int, prob: float, length: int, generator: torch.Generator) -> Tensor:

@@ -124,7 +124,7 @@ def setup(cfg: HubertPretrainConfig, accelerator: Accelerator, resuming: bool) -
     rate, num_targets = tok.meta.frame_rate, tok.quantizer.num_units
     cache = Path(cfg.out_dir) / "targets"
     with accelerator.main_process_first():  # the first rank computes and caches, the others read
-        one_frame = cfg.model.conv_kernel[0] + cfg.model.hop  # samples: enough for one frame
+        one_frame = cfg.model.receptive_field  # samples
         train = load_clips(cfg.data.train, tok, cache / "train.pt", one_frame)
         dev = (load_clips(cfg.data.dev, tok, cache / "dev.pt", one_frame, cfg.eval.max_utts) if cfg.data.dev
                else train[: cfg.eval.max_utts])
