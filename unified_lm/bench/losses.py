@@ -409,19 +409,21 @@ def pretrain_hubert(cfg: LossGridConfig, audio: dict[str, Path], shared: Path, p
 
     stage = cfg.hubert
     data = [f"data.train={audio['train']}", f"data.dev={audio['dev']}"]
-    targets, target_overrides, model = stage.targets, stage.target_overrides, None
+    model = None
     for iteration in range(1, stage.iterations + 1):
-        # The previous model's key, not its path, names the targets: the grid stays movable.
-        named = [o.replace(str(model.best), model.key) if model else o for o in target_overrides]
+        if model is None:
+            targets, fit_overrides, named = stage.targets, stage.target_overrides, stage.target_overrides
+        else:  # K-means of the previous model's layer, named by its key, not its path: the grid stays movable
+            targets = "tokenizers/hubert-km500.yaml"
+            fit_overrides, named = ([f"kmeans.features.model_path={ref}", f"kmeans.features.layer={stage.layer}",
+                                     f"kmeans.k={stage.k}", "post.dedup=false", f"name=hubert{iteration - 1}-targets"]
+                                    for ref in (model.best, model.key))
         spec = {"recipe": targets, "overrides": named, "corpus": _corpus_spec(cfg.corpus)}
         tokdir = shared / "tok" / f"hubert-targets{iteration}-{_short(spec)}"
         if not (tokdir / "meta.json").is_file():
-            fit_tokenizer(targets, audio["train"], tokdir, target_overrides, progress=progress)
+            fit_tokenizer(targets, audio["train"], tokdir, fit_overrides, progress=progress)
         overrides = [*stage.overrides, *_budget(stage.max_steps), *data, f"data.targets={tokdir}"]
         model = pretrain(cfg, f"hubert{iteration}", "hubert", stage.recipe, overrides, {"targets": tokdir.name}, shared)
-        targets, target_overrides = "tokenizers/hubert-km500.yaml", [
-            f"kmeans.features.model_path={model.best}", f"kmeans.features.layer={stage.layer}", f"kmeans.k={stage.k}",
-            "post.dedup=false", f"name=hubert{iteration}-targets"]
     return model
 
 
@@ -481,9 +483,9 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
     for entry in cfg.tokenizers:
         recipe = load_recipe(entry.recipe, entry.overrides)
         missing, kind = _unset_checkpoint(recipe) or (None, None)
-        encoder = models.get(kind)  # the grid's own model of the kind the recipe reads
-        if encoder is not None:
-            entry = replace(entry, overrides=[*entry.overrides, f"{missing}={encoder.best}"])
+        model = models.get(kind)  # the grid's own model of the kind the recipe reads
+        if model is not None:
+            entry = replace(entry, overrides=[*entry.overrides, f"{missing}={model.best}"])
             recipe, missing = load_recipe(entry.recipe, entry.overrides), None
         if missing:
             stage = {"ctc_encoder": " or an encoder: stage", "ssl": " or a hubert: stage"}.get(kind, "")
@@ -494,8 +496,8 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
         if any(p.name == recipe.name for p in prepared):
             raise ConfigError(f"tokenizers: two entries are named {recipe.name!r}; rename one with a name=... override")
         spec = to_dict(recipe)
-        if encoder is not None:  # the model's hash, not its path: cells stay movable
-            spec["kmeans"]["features"]["model_path"] = encoder.key
+        if model is not None:  # the model's hash, not its path: cells stay movable
+            spec["kmeans"]["features"]["model_path"] = model.key
         tokdir = shared / "tok" / f"{recipe.name}-{_short({'corpus': corpus_key, 'recipe': spec})}"
         if not (tokdir / "meta.json").is_file():
             fit_tokenizer(entry.recipe, audio["train"], tokdir, entry.overrides, progress=progress)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -114,19 +114,18 @@ def run_unit_purity(encoder: Path, manifest: Path, out: Path, tokenizers: list[P
     wavs, labels = [w for w, _ in aligned], [c for _, c in aligned]
     rows = []
 
-    def add(name: str, unit_fn: Callable[[], tuple[list[np.ndarray], float]]) -> None:
-        units, rate = unit_fn()
+    def add(name: str, units: list[np.ndarray], rate: float) -> None:
         rows.append({"units": name, "frame_rate": rate, **purity(units, labels, rate)})
 
     for tokdir in tokenizers:
         tok = load_tokenizer(tokdir, device="cpu")
-        add(f"{tok.meta.name} ({tokdir.name})",
-            lambda: ([tok.assign(tok.extract_features(w)) for w in tqdm(wavs, desc=tok.meta.name)], tok.meta.frame_rate))
+        units = [tok.frame_units(w) for w in tqdm(wavs, desc=tok.meta.name)]
+        add(f"{tok.meta.name} ({tokdir.name})", units, tok.meta.frame_rate)
     if hubert is not None:
         layers = json.loads((hubert / "config.json").read_text())["num_hidden_layers"]
         run = hubert.parent.name if hubert.name in ("best", "last") else hubert.name  # a run's out_dir/best
         for layer in tqdm(range(layers + 1), desc="layers"):
-            add(f"{run} layer {layer}, k-means {k}", lambda: _layer_units(hubert, layer, wavs, k))
+            add(f"{run} layer {layer}, k-means {k}", *_layer_units(hubert, layer, wavs, k))
     header = ["units", "frames/s", "PNMI", "char purity", "cluster purity", "units used"]
     table = markdown_table(header, [[r["units"], f"{r['frame_rate']:g}", f"{r['pnmi']:.3f}", f"{r['char_purity']:.3f}",
                                      f"{r['cluster_purity']:.3f}", r["units_used"]] for r in rows])

@@ -161,9 +161,9 @@ class SslFeatures:
             self._group_norm = first.layer_norm = _MaskedGroupNorm(first.layer_norm)
 
     def num_frames(self, num_samples: int) -> int:
-        for kernel, stride in self._convs:
-            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
-        return num_samples
+        from ..models.hubert import conv_frames  # here: the models package pulls in transformers
+
+        return conv_frames(num_samples, self._convs)
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         return self.batch([wav])[0]

@@ -57,6 +57,10 @@ class SpeechTokenizer:
         """Frame-level units of ``feats``, before dedup and subwords."""
         return self.quantizer.assign(feats)
 
+    def frame_units(self, wav: torch.Tensor) -> np.ndarray:
+        """Frame-level units of a 16 kHz mono waveform, before dedup and subwords."""
+        return self.assign(self.extract_features(wav))
+
     def postprocess(self, units: np.ndarray) -> tuple[list[int], list[int] | None]:
         """Dedup then subwords, as the recipe says; durations are frames per output unit."""
         durations = None
@@ -68,7 +72,7 @@ class SpeechTokenizer:
 
     def encode(self, wav: torch.Tensor) -> tuple[list[int], list[int] | None]:
         """``(units, durations)``; ``durations`` is None unless the recipe dedups."""
-        return self.postprocess(self.assign(self.extract_features(wav)))
+        return self.postprocess(self.frame_units(wav))
 
     def encode_batch(self, wavs: list[torch.Tensor]) -> list[tuple[list[int], list[int] | None]]:
         """``encode`` of each waveform, the features in one padded pass where the extractor allows."""

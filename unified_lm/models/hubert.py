@@ -139,9 +139,8 @@ def span_mask(batch: int, frames: int, prob: float, length: int, generator: torc
 def save_hubert(directory: Path, model: HubertPretrainModel, targets: dict) -> None:
     """A ``HubertModel`` directory (``from_pretrained`` loads it) plus the head and what it predicts."""
     model.hubert.save_pretrained(directory)
-    save_file({"final_proj.weight": model.final_proj.weight.detach().contiguous(),
-               "final_proj.bias": model.final_proj.bias.detach().contiguous(),
-               "label_embs": model.label_embs.detach().contiguous()}, str(directory / HEAD_WEIGHTS))
+    head = {f"final_proj.{k}": v for k, v in model.final_proj.state_dict().items()}
+    save_file({**head, "label_embs": model.label_embs.detach()}, str(directory / HEAD_WEIGHTS))
     (directory / TARGETS_FILE).write_text(json.dumps(targets, indent=2) + "\n", encoding="utf-8")
 
 

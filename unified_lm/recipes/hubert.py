@@ -66,7 +66,7 @@ def load_clips(
         if wav.numel() < min_samples:
             logger.warning("%s: utterance %r is shorter than one frame; left out", manifest, rec.id)
             continue
-        target = units[len(clips)] if units is not None else torch.from_numpy(tok.assign(tok.extract_features(wav)))
+        target = units[len(clips)] if units is not None else torch.from_numpy(tok.frame_units(wav))
         clips.append(Clip(rec.id, wav.reshape(-1).half(), target.long()))
     if not clips:
         raise DataError(manifest, "no utterance long enough for one frame")
@@ -77,10 +77,15 @@ def load_clips(
     return clips
 
 
+def crop_samples(clips: Sequence[Clip], cfg: HubertPretrainConfig) -> int:
+    """How long a batch's crops are: its shortest utterance, at most ``data.max_seconds``."""
+    return min(min(c.wav.numel() for c in clips), int(cfg.data.max_seconds * SAMPLE_RATE))
+
+
 def crop_and_mask(clips: Sequence[Clip], cfg: HubertPretrainConfig, rate: float, gen: torch.Generator) -> dict:
-    """The batch's waveforms cropped to the shortest (at a random whole frame in each), their
-    targets at the model's 50 frames/s, and the span masks."""
-    samples = min(min(c.wav.numel() for c in clips), int(cfg.data.max_seconds * SAMPLE_RATE))
+    """The batch's waveforms cropped to ``crop_samples`` (at a random whole frame in each),
+    their targets at the model's 50 frames/s, and the span masks."""
+    samples = crop_samples(clips, cfg)
     frames, hop = cfg.model.num_frames(samples), cfg.model.hop
     wavs, targets = [], []
     for c in clips:
@@ -156,8 +161,7 @@ def setup(cfg: HubertPretrainConfig, accelerator: Accelerator, resuming: bool) -
         save=save,
         load=lambda directory, m: load_hubert(directory, m),
         evaluate=lambda m: evaluate(m, dev, cfg, rate),
-        size=lambda group: len(group) * cfg.model.num_frames(min(min(c.wav.numel() for c in group),
-                                                                 int(cfg.data.max_seconds * SAMPLE_RATE))),
+        size=lambda group: len(group) * cfg.model.num_frames(crop_samples(group, cfg)),
         unit="frames",
         facts={"train_utts": len(train), "dev_utts": len(dev), "num_targets": num_targets, "target_rate": rate,
                "train_hours": round(sum(c.wav.numel() for c in train) / SAMPLE_RATE / 3600, 3)},
