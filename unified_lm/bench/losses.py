@@ -121,7 +121,7 @@ class HubertStageConfig:
     targets: str = "tokenizers/mfcc-km100.yaml"  # iteration 1's targets, fitted on the training audio ...
     target_overrides: list[str] = field(default_factory=list)  # ... with these overrides
     iterations: int = 2
-    layer: int = 4  # chosen by PNMI on dev (bench unit-purity; docs/ssl_units.md)
+    layer: int = 0  # of each iteration, for the next one's targets: iteration 1's best by PNMI (docs/ssl_units.md)
     k: int = 500
 
 
