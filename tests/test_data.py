@@ -1,4 +1,5 @@
 import pytest
+import torch
 from _lm_util import SENTENCES, make_records, make_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -106,6 +107,23 @@ def test_loader_yields_right_padded_batches(corpus):
     for b in batches:
         assert b["input_ids"].numel() <= 60
         assert (b["input_ids"][b["attention_mask"] == 0] == vocab.pad_id).all()
+
+
+def test_worker_processes_build_the_same_batches(corpus, monkeypatch):
+    import unified_lm.unit_data as unit_data
+
+    path, vocab, _ = corpus
+    ds = UnitDataset(path, vocab, TaskConfig())
+    ds.set_epoch(3)  # the epoch travels to the workers with the dataset
+    sampler = BucketBatchSampler(ds.lengths, 60, seed=0)
+    alone, workers = list(make_loader(ds, sampler, 0)), list(make_loader(ds, sampler, 2))
+    assert len(alone) == len(workers) > 1
+    for a, b in zip(alone, workers):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert make_loader(ds, sampler).num_workers == 0 == unit_data.default_workers()  # CPUs only: none
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert unit_data.default_workers() >= 1
 
 
 def test_tokenizer_mismatch_names_file_and_hashes(corpus, tmp_path):

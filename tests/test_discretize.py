@@ -400,6 +400,55 @@ def test_ssl_features_are_the_models_hidden_states_of_the_layer_alone_and_in_bat
     assert ssl.batch([torch.zeros(100), wavs[0]])[0].shape == (0, 16)  # too short for one frame
 
 
+# The tail after the last cut: 0.5 s; 160 samples, too short for a frame (the chunk before
+# takes it); 480 samples, one frame.
+@pytest.mark.parametrize("seconds,num_chunks", [(1.5, 2), (2.01, 2), (2.03, 3)])
+def test_long_audio_is_cut_into_chunks_whose_frames_are_the_models_on_each_and_add_up_to_the_whole(
+    tmp_path, seconds, num_chunks
+):
+    from transformers import HubertModel
+
+    from unified_lm.discretize.extractors import SslFeatures
+
+    path = tiny_hubert(tmp_path / "hubert", large_style=True)
+    full = HubertModel.from_pretrained(path).eval()
+    wav = torch.from_numpy(speechlike(seconds, 16000, seed=3))
+    ssl = SslFeatures(SslFeatures.Config(model_path=str(path), layer=2, max_chunk_seconds=1.0))
+    chunks = ssl.chunks(wav)
+    assert len(chunks) == num_chunks and chunks[0].numel() == 16000 + 80  # 50 frames, plus what the 50th frame sees
+    assert sum(ssl.num_frames(c.numel()) for c in chunks) == ssl.num_frames(wav.numel())
+    with torch.inference_mode():
+        want = torch.cat([full(c[None], output_hidden_states=True).hidden_states[2][0] for c in chunks])
+        whole = full(wav[None]).last_hidden_state[0]
+    got = ssl(wav)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert got.shape == whole.shape and not torch.allclose(got, whole, atol=1e-3)  # attention did not cross the cut
+    ssl.pad_batches = True  # on a GPU, the chunks of several utterances go in one padded pass
+    short = torch.from_numpy(speechlike(0.5, 16000, seed=4))
+    batched = ssl.batch([short, wav])
+    torch.testing.assert_close(batched[1], want, rtol=0, atol=1e-4)
+    assert batched[0].shape == (ssl.num_frames(short.numel()), 16)
+    unchunked = SslFeatures(SslFeatures.Config(model_path=str(path), layer=2, max_chunk_seconds=None))
+    assert len(unchunked.chunks(wav)) == 1
+
+
+def test_half_precision_ssl_features_are_close_to_float32_and_part_of_the_identity(corpus, tmp_path):
+    from unified_lm.discretize.extractors import SslFeatures
+
+    path = tiny_hubert(tmp_path / "hubert", large_style=True)
+    wav = torch.from_numpy(speechlike(1.0, 16000, seed=5))
+    full = SslFeatures(SslFeatures.Config(model_path=str(path), layer=2))(wav)
+    half = SslFeatures(SslFeatures.Config(model_path=str(path), layer=2, dtype="bfloat16"))  # a CPU runs bfloat16
+    assert half.model.dtype == torch.bfloat16
+    got = half(wav)
+    assert got.dtype == torch.float32 and got.shape == full.shape
+    assert 0 < (got - full).abs().max() < 0.1 * full.abs().max()
+    model = [f"kmeans.features.model_path={path}", "kmeans.features.layer=2"]
+    a = fit(SSL, corpus, tmp_path / "fp32", SMALL_SSL + model)
+    b = fit(SSL, corpus, tmp_path / "bf16", SMALL_SSL + model + ["kmeans.features.dtype=bfloat16"])
+    assert a.hash != b.hash
+
+
 def test_batched_apply_writes_the_units_of_one_utterance_at_a_time(corpus, tmp_path, monkeypatch):
     import unified_lm.discretize.apply as apply_module
     from unified_lm.discretize.extractors import SslFeatures

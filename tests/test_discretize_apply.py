@@ -318,3 +318,33 @@ def test_fit_skip_bad_leaves_out_the_bad_lines_and_says_which(bad_manifest, tmp_
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped:")]
     assert meta.num_units == 8 and len(skipped) == len(BAD_LINES) - 1  # line 13 reads fine; only apply finds no frames
     assert any("bad.jsonl:2: utterance 'corrupt'" in m for m in skipped)
+
+
+def test_a_speed_field_perturbs_on_load_as_a_copy_of_the_perturbed_audio_would(tok, corpus, tmp_path):
+    import soundfile as sf
+    import torch
+
+    from unified_lm.audio import load_audio, speed_perturb
+
+    first = read_jsonl(corpus)[0]
+    wav = speed_perturb(load_audio(corpus.parent / first["audio"]), 1.1)
+    write_wav(tmp_path / "copy.wav", wav.numpy(), 16000, subtype="FLOAT")  # exact: no 16-bit rounding
+    copy = write_manifest(tmp_path / "copy.jsonl", [record("u0", "copy.wav", round(wav.numel() / 16000, 4))])
+    fly = write_manifest(tmp_path / "fly.jsonl", [{**first, "audio": str(corpus.parent / first["audio"]), "speed": 1.1}])
+    apply_tokenizer(tok, copy, tmp_path / "copy-units.jsonl", progress=False)
+    apply_tokenizer(tok, fly, tmp_path / "fly-units.jsonl", progress=False)
+    (a,), (b,) = read_jsonl(tmp_path / "copy-units.jsonl"), read_jsonl(tmp_path / "fly-units.jsonl")
+    assert a["units"] == b["units"] and a["durations"] == b["durations"]
+    assert sf.info(str(corpus.parent / first["audio"])).frames > wav.numel()  # it did play faster
+    assert "speed" not in b  # the units are of the perturbed audio: the factor is not a unit-manifest field
+    assert torch.equal(read_audio_record(fly), wav)
+    bad = write_manifest(tmp_path / "bad.jsonl", [{**first, "speed": 0}])
+    with pytest.raises(DataError, match="'speed' must be a positive number"):
+        apply_tokenizer(tok, bad, tmp_path / "bad-units.jsonl", progress=False)
+
+
+def read_audio_record(manifest):
+    from unified_lm.corpus.manifest import read_audio_manifest
+
+    (rec,) = read_audio_manifest(manifest)
+    return rec.load(manifest)

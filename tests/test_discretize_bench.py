@@ -16,7 +16,9 @@ def test_bench_writes_tables_for_recipes_and_fitted_dirs(tmp_path, capsys):
     recipe.write_text((ROOT / "tokenizers" / "fbank-km500.yaml").read_text().replace("k: 500", "k: 8"))
 
     out = tmp_path / "bench"
-    results = run_discretize_bench(corpus, out, [str(recipe), str(fitted)], frames=3000, ks=(8, 32), progress=False)
+    results = run_discretize_bench(
+        corpus, out, [str(recipe), str(fitted)], frames=3000, ks=(8, 32), fit_ks=(2, 8), progress=False
+    )
 
     assert [t["tokenizer"] for t in results["throughput"]] == ["fbank-km500", "mfcc-km100"]
     fbank_row, mfcc_row = results["throughput"]
@@ -28,12 +30,18 @@ def test_bench_writes_tables_for_recipes_and_fitted_dirs(tmp_path, capsys):
     assert modes == [(8, "bulk", 1), (8, "per utterance", 31), (32, "bulk", 1), (32, "per utterance", 31)]
     for a in results["assignment"]:
         assert a["frames"] == 3000 and a["agreement"] > 0.999  # same centroids, same nearest
+    two, eight = results["fitting"]
+    assert (two["k"], eight["k"]) == (2, 8) and eight["frames"] == 3000 and eight["distinct_frames"] == 4 * 98
+    assert eight["faiss_seconds"] > 0 and eight["sklearn_seconds"] > 0
+    # Both fits are real k-means: below the frames' spread around one centre, lower with more centres.
+    for name in ("faiss", "sklearn"):
+        assert 0 < eight[f"{name}_mse"] < two[f"{name}_mse"] < two["one_centroid_mse"]
     md = (out / "discretize.md").read_text()
-    assert "| fbank-km500 | kmeans | 8 |" in md and "faiss / scikit-learn" in md
+    assert "| fbank-km500 | kmeans | 8 |" in md and "faiss / scikit-learn" in md and "## k-means fitting" in md
     assert md in capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "discretize.csv")))
     assert {"section", "name", "metric", "value"} == set(rows[0])
-    assert {r["section"] for r in rows} == {"throughput", "assignment"}
+    assert {r["section"] for r in rows} == {"throughput", "assignment", "fitting"}
     assert (out / "discretize.json").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the scratch fit is gone
 

@@ -207,6 +207,10 @@ def test_paper_preset_runs_one_cell_end_to_end_with_tiny_stand_ins(monkeypatch, 
     units = read_jsonl(next(out.glob("shared/units/wavlm-large-l23-km2000-sp6000-*/train.jsonl")))
     ids = sorted(r["id"] for r in units)
     assert len(ids) == 3 * 6 and sum(i.endswith("-sp0.9") for i in ids) == sum(i.endswith("-sp1.1") for i in ids) == 6
+    # Perturbed on load: the speed step wrote a manifest and no copy of the audio.
+    assert [p.name for p in next(out.glob("shared/speed-*")).iterdir()] == ["train.jsonl"]
+    lengths = {r["id"]: len(r["units"]) for r in units}
+    assert all(lengths[i] != lengths[i[: -len("-sp0.9")]] for i in ids if i.endswith("-sp0.9"))
     md = (out / "results.md").read_text()
     assert "| wavlm-large-l23-km2000-sp6000 | mask | test | 4 | 1 |" in md
     assert "23 cell(s) pending" in md

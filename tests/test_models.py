@@ -43,6 +43,17 @@ def test_overrides_and_unknown_preset(vocab):
         build_model(ModelConfig(preset="tiny", num_heads=3), vocab)
 
 
+def test_the_attention_kernel_is_chosen_in_the_config_and_a_missing_one_is_a_config_error(vocab, tmp_path):
+    assert build_model(ModelConfig(preset="tiny"), vocab).config._attn_implementation == "sdpa"
+    eager = build_model(ModelConfig(preset="tiny", attn_implementation="eager"), vocab)
+    assert eager.config._attn_implementation == "eager"
+    eager.save_pretrained(tmp_path / "lm")
+    grown = build_model(ModelConfig(init_from=str(tmp_path / "lm"), attn_implementation="eager"), vocab)
+    assert grown.config._attn_implementation == "eager"
+    with pytest.raises(ConfigError, match="model.attn_implementation=flash_attention_2: .*flash_attn"):
+        build_model(ModelConfig(preset="tiny", attn_implementation="flash_attention_2"), vocab)
+
+
 def test_checkpoint_round_trip_through_auto_model(vocab, tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(preset="tiny"), vocab).eval()

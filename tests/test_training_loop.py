@@ -3,6 +3,7 @@ weights, a finished run trains no further, and exactly one function steps an opt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -211,3 +212,95 @@ def test_precision_follows_the_launcher_unless_the_recipe_sets_it(monkeypatch, c
     assert loop.resolve_precision("no") == "no"
     assert "precision=no in the recipe overrides the launcher's --mixed_precision fp16" in caplog.text
     assert from_dict(TrainingConfig, {}).precision is None
+
+
+# ---- speed settings -----------------------------------------------------------------------
+
+
+def test_a_compiled_run_learns_the_same_and_saves_plain_weights_and_resumes_without_compiling(tmp_path):
+    plain = fit(_recipe(), _config(tmp_path / "plain"))
+    cfg = _config(tmp_path / "compiled")
+    cfg.speed.compile = "eager"  # torch.compile's tracing without code generation: quick, same numbers
+    recipe, kinds = _recipe(stop_at_call=7), set()
+
+    def setup(*args):
+        task = recipe.setup(*args)
+        loss = task.loss
+        task.loss = lambda model, batch, where: kinds.add(type(model).__name__) or loss(model, batch, where)
+        return task
+
+    with pytest.raises(Interrupted):
+        fit(dataclasses.replace(recipe, setup=setup), cfg)
+    assert kinds == {"OptimizedModule"}  # the loop trained the compiled model
+    saved = torch.load(tmp_path / "compiled" / "last" / "model.pt")
+    assert list(saved) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # no _orig_mod. prefix
+    resumed = fit(_recipe(), _config(tmp_path / "compiled"))  # speed settings may change on resume
+    assert resumed["best_dev_loss"] == plain["best_dev_loss"]
+    assert _metrics(tmp_path / "compiled") == _metrics(tmp_path / "plain")
+
+
+def _hf_recipe(model_factory) -> TrainingRecipe:
+    data = [torch.randint(0, 32, (4, 12), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def loss(model, batch, where):
+        out = model(input_ids=batch, labels=batch).loss
+        return LossOutput(out, {})
+
+    def setup(cfg, accelerator, resuming):
+        model = model_factory()
+        return Task(model=model, epoch_batches=lambda epoch, skip: data[skip:], batches_per_epoch=len(data), loss=loss,
+                    save=lambda d, m: torch.save(m.state_dict(), d / "model.pt"),
+                    load=lambda d, m: m.load_state_dict(torch.load(d / "model.pt")))  # fmt: skip
+
+    return TrainingRecipe("hf", TrainingConfig, setup, help="a tiny HF model")
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, attention_dropout=0.2)  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def test_gradient_checkpointing_recomputes_in_every_hf_model_and_learns_the_same(tmp_path):
+    class Wrapper(nn.Module):  # like the prefix LM: an HF decoder inside our own module
+        def __init__(self):
+            super().__init__()
+            self.decoder = _tiny_llama()
+
+        def forward(self, **kw):
+            return self.decoder(**kw)
+
+    assert loop.enable_gradient_checkpointing(wrapped := Wrapper()) == ["decoder"]
+    assert wrapped.decoder.is_gradient_checkpointing
+    runs = {}
+    for on in (False, True):
+        cfg = _config(tmp_path / f"ckpt-{on}")
+        cfg.speed.gradient_checkpointing = on
+        runs[on] = fit(_hf_recipe(Wrapper), cfg)["last_train"]["loss"]
+    # Recomputation replays dropout with the same RNG state: the same steps, the same loss.
+    assert runs[True] == pytest.approx(runs[False], rel=1e-5)
+    with pytest.raises(ConfigError, match="holds no Hugging Face model"):
+        loop.enable_gradient_checkpointing(nn.Linear(2, 2))
+
+
+def test_fsdp_and_deepspeed_are_refused_with_what_to_use_instead(tmp_path, monkeypatch):
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(ConfigError, match="FSDP is not supported.*data parallelism"):
+        fit(_recipe(), _config(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+
+def test_compiling_follows_the_launcher_unless_the_recipe_sets_it(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
+    assert loop.resolve_compile(None) is None
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "INDUCTOR")  # as `accelerate launch --dynamo_backend inductor` sets it
+    assert loop.resolve_compile(None) == "inductor"
+    assert loop.resolve_compile("eager") == "eager"
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    assert loop.resolve_compile(None) is None

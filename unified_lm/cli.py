@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, UnifiedLMError
+from .logs import setup_logging
 
 
 def _print_summary(summary: dict) -> None:
@@ -77,7 +78,9 @@ def cmd_discretize_fit(args: argparse.Namespace) -> int:
 
     from .discretize import fit_tokenizer
 
-    meta = fit_tokenizer(args.recipe, args.manifest, args.out, overrides=args.overrides, skip_bad=args.skip_bad)
+    meta = fit_tokenizer(
+        args.recipe, args.manifest, args.out, overrides=args.overrides, skip_bad=args.skip_bad, features=args.features
+    )
     _print_summary({"tokenizer": str(args.out), **asdict(meta)})
     return 0
 
@@ -95,7 +98,21 @@ def cmd_discretize_apply(args: argparse.Namespace) -> int:
         nshards=args.nshards,
         skip_bad=args.skip_bad,
         device=args.device,
+        features=args.features,
     )
+    _print_summary(summary)
+    return 0
+
+
+def cmd_discretize_dump(args: argparse.Namespace) -> int:
+    from .discretize import dump_features
+
+    if (args.shard is None) != (args.nshards is None):
+        raise UnifiedLMError("--shard and --nshards go together")
+    summary = dump_features(
+        args.recipe, args.manifest, args.out, overrides=args.overrides, shard=args.shard or 0,
+        nshards=args.nshards or 1, device=args.device, skip_bad=args.skip_bad,
+    )  # fmt: skip
     _print_summary(summary)
     return 0
 
@@ -175,7 +192,9 @@ def cmd_continue(args: argparse.Namespace) -> int:
 def cmd_bench_discretize(args: argparse.Namespace) -> int:
     from .bench.discretize import run_discretize_bench
 
-    run_discretize_bench(args.manifest, args.out, tokenizers=args.tokenizers, frames=args.frames)
+    run_discretize_bench(
+        args.manifest, args.out, tokenizers=args.tokenizers, frames=args.frames, ks=tuple(args.ks), fit_ks=tuple(args.fit_ks)
+    )
     return 0
 
 
@@ -310,14 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-audio", action="store_true", help="check fields only, do not open audio")
     s.set_defaults(fn=cmd_corpus_validate)
 
-    disc = sub.add_parser("discretize", help="fit and apply speech tokenizers").add_subparsers(dest="sub", required=True)
+    disc = sub.add_parser("discretize", help="fit, dump features for, and apply speech tokenizers").add_subparsers(dest="sub", required=True)
     s = disc.add_parser("fit", help="fit a tokenizer from a recipe in tokenizers/")
     s.add_argument("--recipe", required=True, type=Path)
     s.add_argument("--manifest", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--skip-bad", action="store_true", help="leave out (and log) lines whose audio cannot be read")
+    s.add_argument("--features", type=Path, help="a `discretize dump` of the recipe's features on this manifest, "
+                   "read instead of the audio")
     s.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     s.set_defaults(fn=cmd_discretize_fit)
+    s = disc.add_parser("dump", help="compute a recipe's frame features once (sharded, resumable) for fit and apply")
+    s.add_argument("--recipe", required=True, type=Path)
+    s.add_argument("--manifest", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path, help="the dump directory (shared by all shards)")
+    s.add_argument("--shard", type=int)
+    s.add_argument("--nshards", type=int)
+    s.add_argument("--skip-bad", action="store_true", help="leave out (and log) lines whose audio cannot be read")
+    s.add_argument("--device", help="where model features run (cpu, cuda, cuda:1; 'cuda' under a launcher: "
+                   "cuda:$LOCAL_RANK); default: the recipe's")
+    s.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    s.set_defaults(fn=cmd_discretize_dump)
     s = disc.add_parser("apply", help="turn a manifest's audio into units (resumable)")
     s.add_argument("--tokenizer", required=True, type=Path)
     s.add_argument("--manifest", required=True, type=Path)
@@ -327,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip-bad", action="store_true", help="skip bad lines, write them to OUT.rejects.jsonl")
     s.add_argument("--device", help="where model features run (cpu, cuda, cuda:1; 'cuda' under a launcher: "
                    "cuda:$LOCAL_RANK); default: where the tokenizer was fitted, else the CPU")
+    s.add_argument("--features", type=Path, help="a `discretize dump` of the tokenizer's features on this manifest, "
+                   "read instead of the audio")
     s.set_defaults(fn=cmd_discretize_apply)
     s = disc.add_parser("merge", help="merge the shards of a sharded apply into OUT")
     s.add_argument("--out", required=True, type=Path)
@@ -365,11 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_continue)
 
     bench = sub.add_parser("bench", help="benchmarks that print and save tables").add_subparsers(dest="sub", required=True)
-    s = bench.add_parser("discretize", help="discretization throughput; faiss vs scikit-learn assignment")
+    s = bench.add_parser("discretize", help="discretization throughput; faiss vs scikit-learn assignment and fitting")
     s.add_argument("--manifest", required=True, type=Path)
     s.add_argument("--out", type=Path, default=Path("runs/bench/discretize"))
-    s.add_argument("--tokenizers", nargs="+", default=["tokenizers/fbank-km500.yaml", "tokenizers/mfcc-km100.yaml"])
+    s.add_argument("--tokenizers", nargs="*", default=["tokenizers/fbank-km500.yaml", "tokenizers/mfcc-km100.yaml"])
     s.add_argument("--frames", type=int, default=1_000_000)
+    s.add_argument("--ks", type=int, nargs="*", default=[500, 2000], help="K values of the assignment table")
+    s.add_argument("--fit-ks", type=int, nargs="*", default=[], help="K values to fit with both backends (minutes each)")
     s.set_defaults(fn=cmd_bench_discretize)
     s = bench.add_parser("peer", help="PocketSphinx (pip install -e '.[peer]') on an audio manifest, scored as decode scores")
     s.add_argument("--manifest", required=True, type=Path, help="an audio manifest (id, audio, text, subset)")
@@ -435,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_main(argv[1:], prog="unified-lm train")
     args = build_parser().parse_args(argv)
+    setup_logging()
     try:
         return args.fn(args)
     except UnifiedLMError as e:

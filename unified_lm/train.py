@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
 from .config import describe, load_config
 from .errors import UnifiedLMError
+from .logs import setup_logging
 from .recipes import NAMES, get_recipe, recipe_for
 from .training import fit
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m unified_lm.train"
         print(f"{prog}: error: unknown recipe {recipe!r}; known: {', '.join(NAMES)}", file=sys.stderr)
         return 2
     args = build_parser(prog, recipe).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         chosen = get_recipe(recipe)
         fit(chosen, load_config(chosen.config, args.config, args.overrides))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import sys
 from array import array
@@ -249,13 +250,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         return math.ceil(self.num_batches / self.num_replicas)
 
 
-def make_loader(dataset: UnitDataset, sampler: BucketBatchSampler, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over ``dataset`` in ``sampler``'s batches, collated with right padding."""
+def default_workers() -> int:
+    """Loader workers when the config leaves them open: a few beside a GPU, none on CPUs only."""
+    return min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
+
+
+def make_loader(dataset: UnitDataset, sampler: BucketBatchSampler, num_workers: int | None = None) -> DataLoader:
+    """A DataLoader over ``dataset`` in ``sampler``'s batches, collated with right padding;
+    the same batches whatever ``num_workers`` (None: ``default_workers``)."""
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=partial(collate, pad_id=dataset.vocab.pad_id),
-        num_workers=num_workers,
+        num_workers=default_workers() if num_workers is None else num_workers,
         # A private generator: otherwise every new iterator draws its base seed from the
         # global torch RNG, and a run resumed mid-epoch would shift the dropout masks.
         generator=torch.Generator(),

@@ -46,14 +46,13 @@ def load_units(path: str, limit: int | None = None) -> list[Example]:
 
 
 def load_fbank(path: str, limit: int | None = None) -> list[Example]:
-    from ..audio.load import load_audio
     from ..corpus.manifest import read_audio_manifest
     from ..discretize.extractors import build_features
 
     fbank = build_features({"type": "fbank", "num_mel_bins": 80, "cmn": True})
     out = []
     for r in tqdm(read_audio_manifest(path)[:limit], desc=f"fbank {path}", unit="utt"):
-        f = fbank(load_audio(r.audio_path(path), segment=r.segment))
+        f = fbank(r.load(path))
         n = f.shape[0] // FBANK_STACK * FBANK_STACK
         out.append(Example(f[:n].reshape(n // FBANK_STACK, -1), normalize_text(r.text)))
     return out

@@ -1,6 +1,6 @@
-"""Discretization throughput, and faiss against scikit-learn for k-means assignment.
+"""Discretization throughput, and faiss against scikit-learn for k-means assignment and fitting.
 
-Two tables, printed and saved to ``out_dir`` (``discretize.md``, ``discretize.csv`` in long
+Three tables, printed and saved to ``out_dir`` (``discretize.md``, ``discretize.csv`` in long
 form, ``discretize.json`` with the environment):
 
 1. per tokenizer (a recipe, fitted here on the manifest, or a fitted directory): seconds of
@@ -10,7 +10,11 @@ form, ``discretize.json`` with the environment):
    it has fewer) with faiss ``IndexFlatL2`` and with ``MiniBatchKMeans.predict``, both given
    the same centroids, side by side with their ratio and how often they agree; once in
    one call over ``frames`` frames ("bulk"), once in one call per utterance, as a
-   tokenizer runs.
+   tokenizer runs;
+3. per K in ``fit_ks`` (optional, slow: minutes per K): fitting on ``frames`` of those
+   frames with each backend as a tokenizer recipe configures it (faiss ``niter`` 25;
+   scikit-learn with the reference's MiniBatchKMeans settings), both on the same threads,
+   with the mean squared distance to the nearest centroid each reaches (lower is better).
 
 Tokenizers and faiss run on one thread, as ``apply_tokenizer`` runs them; scikit-learn on
 its default OpenMP threads.
@@ -19,6 +23,7 @@ its default OpenMP threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -55,6 +60,7 @@ def run_discretize_bench(
     tokenizers: list[str],
     frames: int = 1_000_000,
     ks: tuple[int, ...] = (500, 2000),
+    fit_ks: tuple[int, ...] = (),
     progress: bool = True,
 ) -> dict:
     """Runs both benchmarks, prints the markdown tables and saves them; returns the results."""
@@ -69,6 +75,7 @@ def run_discretize_bench(
         throughput = [_time_tokenizer(spec, manifest, Path(scratch), wavs, progress) for spec in tokenizers]
     fbank_frames = _fbank_frames(wavs, frames)
     assignment = [row for k in ks for row in _time_assignment(fbank_frames, k)]
+    fitting = [_time_fitting(fbank_frames, k) for k in fit_ks]
     results = {
         "manifest": str(manifest),
         "utterances": len(wavs),
@@ -77,6 +84,7 @@ def run_discretize_bench(
         "environment": env,
         "throughput": throughput,
         "assignment": assignment,
+        "fitting": fitting,
     }
     markdown = _markdown(results)
     print(markdown)
@@ -188,6 +196,23 @@ def _time_assignment(frames: _Frames, k: int) -> list[dict]:
     return rows
 
 
+def _time_fitting(frames: _Frames, k: int) -> dict:
+    """Fits K centroids with each backend on all ``frames`` (the way ``discretize fit``
+    calls it), and scores both on the same frames."""
+    cfg = KMeansConfig(k=k)
+    row = {"k": k, "frames": len(frames.x), "distinct_frames": frames.distinct,
+           "one_centroid_mse": round(float(((frames.x - frames.x.mean(axis=0)) ** 2).sum(axis=1).mean()), 4)}  # fmt: skip
+    for name in ("faiss", "sklearn"):
+        start = time.perf_counter()
+        km = fit_kmeans(frames.x, dataclasses.replace(cfg, backend=name))
+        row[f"{name}_seconds"] = round(time.perf_counter() - start, 3)
+        # Scored with one exact search for both, so the score does not depend on the backend.
+        dist, _ = FaissKMeans.from_centroids(km.centroids).index.search(frames.x, 1)  # squared L2
+        row[f"{name}_mse"] = round(float(dist.mean()), 4)
+    row["faiss_over_sklearn"] = round(row["sklearn_seconds"] / row["faiss_seconds"], 2)
+    return row
+
+
 def _environment() -> dict:
     import faiss
     import sklearn
@@ -235,6 +260,18 @@ def _markdown(r: dict) -> str:
           f"{a['sklearn_frames_per_s']:,}", f"{a['faiss_over_sklearn']:.2f}x", f"{a['agreement']:.2%}") for a in r["assignment"]],
         align="rlrrrrrr",
     )
+    if r["fitting"]:
+        lines += [
+            "",
+            "## k-means fitting: the same 80-dim fbank frames, as `discretize fit` runs each backend",
+            "",
+        ]
+        lines += markdown_table(
+            ["K", "frames (distinct)", "faiss s", "scikit-learn s", "faiss / scikit-learn", "faiss MSE", "scikit-learn MSE"],
+            [(f["k"], f"{f['frames']:,} ({f['distinct_frames']:,})", f"{f['faiss_seconds']:.1f}", f"{f['sklearn_seconds']:.1f}",
+              f"{f['faiss_over_sklearn']:.2f}x", f"{f['faiss_mse']:.3f}", f"{f['sklearn_mse']:.3f}") for f in r["fitting"]],
+            align="rrrrrrr",
+        )
     lines += ["", "## Goals", ""] + _goal_lines(r) + [""]
     return "\n".join(lines)
 
@@ -261,4 +298,6 @@ def _write_csv(path: Path, r: dict) -> None:
         rows += [("throughput", t["tokenizer"], k, v) for k, v in t.items() if k not in ("tokenizer",)]
     for a in r["assignment"]:
         rows += [("assignment", f"K={a['k']} {a['mode']}", k, v) for k, v in a.items() if k not in ("k", "mode")]
+    for f in r["fitting"]:
+        rows += [("fitting", f"K={f['k']}", k, v) for k, v in f.items() if k != "k"]
     write_csv(path, ["section", "name", "metric", "value"], rows)

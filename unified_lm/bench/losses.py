@@ -17,7 +17,6 @@ layout, caching and alpha rules: docs/loss_comparison.md.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import logging
 import math
@@ -37,10 +36,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from ..audio import speed_perturb
 from ..config import from_dict, load_config, save_config, to_dict
-from ..corpus.degrade import DegradeConfig, degrade_manifest, transform_manifest
-from ..corpus.manifest import AudioRecord, read_audio_manifest
+from ..corpus.degrade import DegradeConfig, degrade_manifest
+from ..corpus.manifest import read_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, iter_jsonl, read_jsonl, sha256_json, write_jsonl
 from ..losses import LossConfig
@@ -316,28 +314,23 @@ def corpus_manifests(c: CorpusConfig, shared: Path, progress: bool = True) -> di
     return {split: corpus / f"{split}.jsonl" for split in ("train", "dev", "test")}
 
 
-def _speed(factor: float, record: AudioRecord, wav: torch.Tensor) -> torch.Tensor:
-    return speed_perturb(wav, factor)
-
-
-def speed_perturbed(train: Path, factors: Sequence[float], out_dir: Path, progress: bool = True) -> Path:
-    """``train`` plus a copy at each speed factor != 1 (ids suffixed ``-sp<factor>``), as one manifest."""
+def speed_perturbed(train: Path, factors: Sequence[float], out_dir: Path) -> Path:
+    """``train`` plus, for each speed factor != 1, its utterances again with ``speed`` set
+    (ids suffixed ``-sp<factor>``), as one manifest over the same audio files: every reader
+    perturbs on load, so no copy of the audio is written."""
     if list(factors) == [1.0]:
         return train
     combined = out_dir / "train.jsonl"
     if combined.is_file():
         return combined
     rows = []
-    if 1.0 in factors:
+    for factor in sorted(factors, key=lambda f: f != 1.0):  # the originals first
         for rec in read_audio_manifest(train):
-            # The originals stay where they are; their paths become relative to the new manifest.
-            rows.append({**rec.to_json(), "audio": os.path.relpath(rec.audio_path(train).resolve(), out_dir.resolve())})
-    for factor in (f for f in factors if f != 1.0):
-        part = out_dir / f"train-sp{factor:g}.jsonl"
-        transform_manifest(
-            train, part, functools.partial(_speed, factor), id_suffix=f"-sp{factor:g}", desc=f"speed x{factor:g}", progress=progress
-        )
-        rows.extend(read_jsonl(part))
+            # The audio stays where it is; its path becomes relative to the new manifest.
+            row = {**rec.to_json(), "audio": os.path.relpath(rec.audio_path(train).resolve(), out_dir.resolve())}
+            if factor != 1.0:
+                row.update(id=f"{rec.id}-sp{factor:g}", speed=factor * (rec.speed or 1.0))
+            rows.append(row)
     write_jsonl(combined, rows)
     return combined
 
@@ -379,7 +372,7 @@ def pretrain(
     from ..train import train
 
     stage_cfg = load_config(get_recipe(recipe).config, recipe_file, overrides)
-    spec = to_dict(stage_cfg)
+    spec = _without_speed(to_dict(stage_cfg))
     for path in ("train", "dev", "text_files", "tokenizer", "targets"):
         spec["data"].pop(path, None)
     spec.pop("out_dir")
@@ -470,8 +463,10 @@ def prepare_data(cfg: LossGridConfig, out: Path, progress: bool = True) -> tuple
     audio = corpus_manifests(cfg.corpus, shared, progress)
     models = {"ctc_encoder": pretrain_encoder(cfg, audio, shared) if cfg.encoder is not None else None,
               "ssl": pretrain_hubert(cfg, audio, shared, progress) if cfg.hubert is not None else None}
-    speed_dir = shared / f"speed-{_short({'corpus': corpus_key, 'factors': cfg.corpus.speed_perturb})}"
-    evals = {"train": speed_perturbed(audio["train"], cfg.corpus.speed_perturb, speed_dir, progress)}
+    # "on_load": the perturbed utterances are read at their speed, not copied (the units differ
+    # by the copies' 16-bit rounding, so the key tells them apart).
+    speed_dir = shared / f"speed-{_short({'corpus': corpus_key, 'factors': cfg.corpus.speed_perturb, 'on_load': True})}"
+    evals = {"train": speed_perturbed(audio["train"], cfg.corpus.speed_perturb, speed_dir)}
     evals.update(dev=audio["dev"], test=audio["test"])
     if cfg.degraded is not None:
         degraded_dir = shared / f"degraded-{_short({'corpus': corpus_key, 'degraded': to_dict(cfg.degraded)})}"
@@ -546,7 +541,7 @@ class Cell:
 def cell_hash_spec(train_cfg: LMConfig, tok: PreparedTokenizer, cfg: LossGridConfig) -> dict[str, Any]:
     """The resolved config a cell is identified by. Paths are left out: they follow from the
     rest, and leaving them out lets results move between directories and machines."""
-    train = to_dict(train_cfg)
+    train = _without_speed(to_dict(train_cfg))
     for key in ("train", "dev", "tokenizer"):
         train["data"].pop(key)
     train.pop("out_dir")
@@ -558,6 +553,14 @@ def cell_hash_spec(train_cfg: LMConfig, tok: PreparedTokenizer, cfg: LossGridCon
         "tokenizer": tok.recipe,
     }
     return {"data": data, "train": train, "decode": to_dict(cfg.decode)}
+
+
+def _without_speed(spec: dict[str, Any]) -> dict[str, Any]:
+    """A training config's dict without the settings that change how fast it runs but not
+    what it learns (``speed``, loader workers): a cached stage or cell serves either way."""
+    spec.pop("speed", None)
+    spec.get("data", {}).pop("num_workers", None)
+    return spec
 
 
 def _slug(key: str) -> str:

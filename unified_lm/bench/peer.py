@@ -39,12 +39,13 @@ def _decoder():
     return Decoder(samprate=16000, loglevel="FATAL")
 
 
-def _transcribe_chunk(sources: Sequence[tuple[str, tuple[float, float] | None]]) -> list[str]:
-    from ..audio import load_audio
+def _transcribe_chunk(sources: Sequence[tuple[str, tuple[float, float] | None, float]]) -> list[str]:
+    from ..audio import load_audio, speed_perturb
 
     decoder, hyps = _decoder(), []
-    for path, segment in sources:
-        pcm = (load_audio(path, segment=segment).clamp(-1, 1) * 32767).round().short().numpy().tobytes()
+    for path, segment, speed in sources:
+        wav = speed_perturb(load_audio(path, segment=segment), speed)
+        pcm = (wav.clamp(-1, 1) * 32767).round().short().numpy().tobytes()
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()
@@ -56,7 +57,7 @@ def _transcribe_chunk(sources: Sequence[tuple[str, tuple[float, float] | None]])
 def transcribe_peer(records: Sequence[AudioRecord], manifest: str | Path, jobs: int = 1) -> list[str]:
     """PocketSphinx's transcript of each record's audio, in order, over ``jobs`` processes."""
     _decoder()  # fail here, with the install hint, rather than in a worker
-    paths = [(str(r.audio_path(manifest)), r.segment) for r in records]
+    paths = [(str(r.audio_path(manifest)), r.segment, r.speed or 1.0) for r in records]
     chunks = [paths[i::jobs] for i in range(jobs)]
     # Spawned, not forked: a fork after torch has started its threads can deadlock the workers.
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:

@@ -32,7 +32,7 @@ import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
 
-from ..audio.load import SAMPLE_RATE, load_audio
+from ..audio.load import SAMPLE_RATE
 from ..errors import ConfigError, DataError
 from ..io import atomic_open, atomic_write_text, write_jsonl
 from ..registry import Registry
@@ -156,7 +156,7 @@ def transform_manifest(
             num_samples = sf.info(str(path)).frames
         else:
             try:
-                wav = load_audio(rec.audio_path(manifest), segment=rec.segment)
+                wav = rec.load(manifest)
             except DataError as e:
                 raise DataError(manifest, f"utterance {rec.id!r}: {e}", line) from None
             out = transform(rec, wav)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import DataError
 from ..io import all_or_first_error, iter_jsonl
+
+if TYPE_CHECKING:
+    import torch
 
 AUDIO_FIELDS = ("id", "audio", "text", "speaker", "duration")
 
@@ -30,6 +33,9 @@ class AudioRecord:
     sample_rate: int | None = None
     subset: str | None = None
     offset: float | None = None
+    # Played this many times faster when read (speed perturbation without copies of the
+    # audio); ``duration`` stays that of the audio as stored.
+    speed: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def audio_path(self, manifest: str | Path) -> Path:
@@ -40,6 +46,12 @@ class AudioRecord:
     def segment(self) -> tuple[float, float] | None:
         """``(offset, duration)`` when the utterance is a stretch of its file, else None."""
         return None if self.offset is None else (self.offset, self.duration)
+
+    def load(self, manifest: str | Path, sample_rate: int = 16000) -> "torch.Tensor":
+        """The utterance as a mono waveform at ``sample_rate``: its segment, at its speed."""
+        from ..audio import load_audio, speed_perturb
+
+        return speed_perturb(load_audio(self.audio_path(manifest), sample_rate, self.segment), self.speed or 1.0, sample_rate)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
@@ -82,7 +94,10 @@ def parse_audio_record(obj: dict[str, Any], path: Path, line: int) -> AudioRecor
     offset = obj.get("offset")
     if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float)) or offset < 0):
         raise DataError(path, f"utterance {obj['id']!r}: 'offset' must be a number of seconds >= 0", line)
-    known = set(AUDIO_FIELDS) | {"sample_rate", "subset", "offset"}
+    speed = obj.get("speed")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed > 0):
+        raise DataError(path, f"utterance {obj['id']!r}: 'speed' must be a positive number (a speed factor)", line)
+    known = set(AUDIO_FIELDS) | {"sample_rate", "subset", "offset", "speed"}
     return AudioRecord(
         id=obj["id"],
         audio=obj["audio"],
@@ -92,6 +107,7 @@ def parse_audio_record(obj: dict[str, Any], path: Path, line: int) -> AudioRecor
         sample_rate=sr,
         subset=obj.get("subset"),
         offset=None if offset is None else float(offset),
+        speed=None if speed is None else float(speed),
         extra={k: v for k, v in obj.items() if k not in known},
     )
 

@@ -28,10 +28,12 @@ from typing import Iterator, NamedTuple
 import torch
 from tqdm import tqdm
 
+from ..audio import SAMPLE_RATE
 from ..corpus.manifest import AudioRecord, UnitRecord, iter_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_open, check_output_path, dump_json_line, read_jsonl, write_jsonl
 from .base import BATCH_SECONDS, single_threaded
+from .dump import FeatureDump, open_dump
 from .source import count_lines, load_record_audio
 from .tokenizer import SpeechTokenizer, load_tokenizer
 
@@ -76,9 +78,12 @@ def apply_tokenizer(
     skip_bad: bool = False,
     progress: bool = True,
     device: str | None = None,
+    features: str | Path | None = None,
 ) -> dict:
     """Discretizes every utterance of ``manifest`` into the unit manifest ``out`` (model
-    features on ``device``: default, the tokenizer's own; see ``load_tokenizer``).
+    features on ``device``: default, the tokenizer's own; see ``load_tokenizer``), or reads
+    its features from ``features``, a ``discretize dump`` of the tokenizer's features on
+    this manifest.
 
     Interrupted runs resume from ``<target>.partial``; a finished output is rebuilt from
     scratch by a rerun (atomically replaced), so it never goes stale against its manifest.
@@ -97,6 +102,11 @@ def apply_tokenizer(
         raise DataError(manifest, "manifest not found")
     check_output_path(target, manifest)
     tok = load_tokenizer(tokdir, device)
+    dump = None
+    if features is not None:
+        if tok.recipe.kind != "kmeans":
+            raise ConfigError(f"--features: {tokdir} is a {tok.recipe.kind} tokenizer, which reads the audio itself")
+        dump = open_dump(features, tok.recipe.kmeans.features, manifest)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
@@ -105,7 +115,7 @@ def apply_tokenizer(
     with open(partial, "a", encoding="utf-8") as f, single_threaded():
         _lock(f, target)
         done = _recover_partial(partial, tok.meta.identity)
-        for outcome in _discretize(tok, manifest, shard, nshards, done, totals, progress):
+        for outcome in _discretize(tok, manifest, shard, nshards, done, totals, progress, dump):
             if outcome.error is not None:
                 if not skip_bad:
                     raise outcome.error
@@ -176,15 +186,16 @@ def _discretize(
     done: dict[int, str],
     totals: _Totals,
     progress: bool,
+    dump: FeatureDump | None = None,
 ) -> Iterator[_Outcome]:
     """One outcome per line of the shard not already done, in manifest order. Consecutive
     utterances are encoded together, up to ``BATCH_SECONDS`` of audio."""
     total = -(-count_lines(manifest) // nshards)
     bar = tqdm(total=total, desc=f"discretize {manifest.name}", unit="utt", disable=not progress)
-    pending: list[tuple[int, AudioRecord, torch.Tensor]] = []
+    pending: list[_Pending] = []
 
     def flush() -> Iterator[_Outcome]:
-        yield from _encode_pending(tok, manifest, pending, totals)
+        yield from _encode_pending(tok, manifest, pending, totals, dump is not None)
         pending.clear()
 
     with bar:
@@ -207,36 +218,54 @@ def _discretize(
                     )
                 continue
             try:
-                pending.append((line, rec, load_record_audio(rec, manifest, line)))
+                pending.append(_load(rec, manifest, line, dump))
             except DataError as e:
                 yield from flush()
                 yield _Outcome(line, rec.id, None, e)
                 continue
-            if sum(w.numel() for _, _, w in pending) >= BATCH_SECONDS * tok.sample_rate:
+            if sum(p.seconds for p in pending) >= BATCH_SECONDS:
                 yield from flush()
         yield from flush()
 
 
+class _Pending(NamedTuple):
+    line: int
+    rec: AudioRecord
+    x: torch.Tensor  # the 16 kHz waveform, or its dumped features
+    seconds: float
+
+
+def _load(rec: AudioRecord, manifest: Path, line: int, dump: FeatureDump | None) -> _Pending:
+    if dump is None:
+        wav = load_record_audio(rec, manifest, line)
+        return _Pending(line, rec, wav, wav.numel() / SAMPLE_RATE)
+    if line not in dump:
+        raise DataError(manifest, f"utterance {rec.id!r} is not in the feature dump {dump.dir} (its audio failed there)", line)
+    return _Pending(line, rec, dump.features(line), dump.seconds(line))
+
+
 def _encode_pending(
-    tok: SpeechTokenizer, manifest: Path, pending: list[tuple[int, AudioRecord, torch.Tensor]], totals: _Totals
+    tok: SpeechTokenizer, manifest: Path, pending: list[_Pending], totals: _Totals, dumped: bool
 ) -> Iterator[_Outcome]:
     if not pending:
         return
     try:
-        encoded: list = tok.encode_batch([wav for _, _, wav in pending])
+        if dumped:
+            encoded: list = [tok.postprocess(tok.assign(p.x)) for p in pending]
+        else:
+            encoded = tok.encode_batch([p.x for p in pending])
     except DataError:  # find the utterance it was, and keep the others
         encoded = []
-        for _, _, wav in pending:
+        for p in pending:
             try:
-                encoded.append(tok.encode(wav))
+                encoded.append(tok.postprocess(tok.assign(p.x)) if dumped else tok.encode(p.x))
             except DataError as e:
                 encoded.append(e)
-    for (line, rec, wav), result in zip(pending, encoded):
+    for (line, rec, _, seconds), result in zip(pending, encoded):
         if isinstance(result, DataError):
             yield _Outcome(line, rec.id, None, result)
             continue
         units, durations = result
-        seconds = wav.numel() / tok.sample_rate
         if not units:
             reason = f"utterance {rec.id!r}: too short to discretize ({seconds:.3f} s)"
             yield _Outcome(line, rec.id, None, DataError(manifest, reason, line))

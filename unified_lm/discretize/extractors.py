@@ -7,9 +7,10 @@ typed ``Config`` for the rest of that mapping. An extractor maps a 16 kHz mono w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,14 @@ class SslFeatures:
         # HuBERT-Large and WavLM-Large were trained on utterance-normalised waveforms
         # (their feature extractors' do_normalize); base models were not.
         normalize_waveform: bool = False
+        # Longer audio is cut into chunks of about this many seconds, each run alone (as
+        # fairseq's feature dump does, 100 s): attention's memory grows with the square of
+        # the length. Chunks overlap by what the conv front end needs, so the frames are
+        # those of the whole; null: never cut.
+        max_chunk_seconds: float | None = 100.0
+        # The model's weights and activations: "float16" / "bfloat16" halve a GPU's memory and
+        # time; the units then differ slightly from float32's (part of the tokenizer's identity).
+        dtype: Literal["float32", "float16", "bfloat16"] = "float32"
         device: str = "cpu"
 
     def __init__(self, cfg: Config):
@@ -136,7 +145,8 @@ class SslFeatures:
         from transformers import AutoModel
 
         try:
-            self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval().to(cfg.device)
+            model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=getattr(torch, cfg.dtype))
+            self.model = model.eval().to(cfg.device)
         except (OSError, ValueError) as e:
             raise ConfigError(f"{self.path}: cannot load the model: {e}") from None
         config = self.model.config
@@ -149,6 +159,8 @@ class SslFeatures:
         self.dim = config.hidden_size
         self._convs = list(zip(config.conv_kernel, config.conv_stride))
         self.frame_rate = SAMPLE_RATE / float(torch.tensor(config.conv_stride).prod())
+        if cfg.max_chunk_seconds is not None and not cfg.max_chunk_seconds > 0:
+            raise ConfigError(f"kmeans.features.max_chunk_seconds must be > 0 (or null), got {cfg.max_chunk_seconds}")
         _keep_layers(self.model, cfg.layer)
         # A group-norm feature extractor (HuBERT/WavLM Base) normalises its first conv layer's
         # channels over the whole input: in a padded batch, over each utterance's own frames.
@@ -168,9 +180,32 @@ class SslFeatures:
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         return self.batch([wav])[0]
 
+    def chunks(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        """``wav`` cut at multiples of ``max_chunk_seconds`` (rounded to whole frames), each
+        chunk running on into the next by what its last frame sees; a tail too short for a
+        frame stays with the chunk before. The chunks' frames add up to the whole's."""
+        from ..models.hubert import receptive_field
+
+        hop = math.prod(stride for _, stride in self._convs)
+        size = None if self.cfg.max_chunk_seconds is None else max(1, round(self.cfg.max_chunk_seconds * self.frame_rate)) * hop
+        wav, n = wav.reshape(-1), wav.numel()
+        overlap = receptive_field(self._convs) - hop
+        if size is None or n <= size + overlap:
+            return [wav]
+        starts = list(range(0, n, size))
+        if n - starts[-1] < overlap + hop:
+            starts.pop()
+        ends = [s + overlap for s in starts[1:]] + [n]
+        return [wav[s:e] for s, e in zip(starts, ends)]
+
     def batch(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Features of several utterances, in one padded forward pass on a GPU (``pad_batches``);
-        each equals what the utterance alone gives, up to float rounding."""
+        each equals what the utterance alone gives, up to float rounding (chunk by chunk for
+        audio longer than ``max_chunk_seconds``)."""
+        pieces = [self.chunks(w) for w in wavs]
+        if any(len(p) > 1 for p in pieces):
+            feats = iter(self.batch([c for p in pieces for c in p]))
+            return [torch.cat([next(feats) for _ in p]) for p in pieces]
         if not self.pad_batches and len(wavs) > 1:
             return [self.batch([w])[0] for w in wavs]
         frames = [self.num_frames(w.numel()) for w in wavs]
@@ -191,7 +226,8 @@ class SslFeatures:
 
     def _prepare(self, wav: torch.Tensor) -> torch.Tensor:
         x = wav.reshape(-1).float()
-        return F.layer_norm(x, x.shape) if self.cfg.normalize_waveform else x
+        x = F.layer_norm(x, x.shape) if self.cfg.normalize_waveform else x
+        return x.to(self.model.dtype)
 
     def external_files(self) -> dict[str, Path]:
         return model_files(self.path)

@@ -201,14 +201,23 @@ class KMeansQuantizer:
         self.frame_rate = features.frame_rate
 
     @classmethod
-    def fit(cls, recipe: TokenizerRecipe, waveforms: Iterable[torch.Tensor], workdir: Path) -> "KMeansQuantizer":
+    def fit(
+        cls,
+        recipe: TokenizerRecipe,
+        waveforms: Iterable[torch.Tensor],
+        workdir: Path,
+        dumped: Iterable[torch.Tensor] | None = None,
+    ) -> "KMeansQuantizer":
+        """Fits on the features of ``waveforms``, or on ``dumped`` features (a ``FeatureDump``)
+        when given."""
         cfg = recipe.kmeans
         KMEANS_BACKENDS.get(cfg.backend)  # an unknown backend fails before hours of features
         features = build_features(cfg.features)
+        if dumped is None:
+            dumped = (feats for wavs in in_batches(waveforms) for feats in extract_batch(features, wavs))
         sampler = FrameSampler(cfg.sample_fraction, cfg.max_frames, cfg.seed)
-        for wavs in in_batches(waveforms):
-            for feats in extract_batch(features, wavs):
-                sampler.add(to_numpy(feats))
+        for feats in dumped:
+            sampler.add(to_numpy(feats))
         frames = sampler.frames()
         _report_sample(sampler, len(frames), workdir)
         kmeans = fit_kmeans(frames, cfg)

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, read_audio, resample
+from ..audio import SAMPLE_RATE, read_audio, resample, speed_perturb
 from ..corpus.manifest import AudioRecord, iter_audio_manifest
 from ..errors import DataError
 
@@ -35,7 +35,7 @@ def load_record_audio(rec: AudioRecord, manifest: Path, line: int) -> torch.Tens
             "%d kHz recordings (further files of this manifest are not reported)",
             manifest, path, sr, SAMPLE_RATE, SAMPLE_RATE // 1000,
         )
-    return resample(wav, sr, SAMPLE_RATE)
+    return speed_perturb(resample(wav, sr, SAMPLE_RATE), rec.speed or 1.0)
 
 
 _warned_upsampled: set[Path] = set()

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE
 from ..config import save_config, to_dict
@@ -29,6 +30,7 @@ from ..errors import ConfigError, DataError
 from ..io import sha256_file, sha256_json
 from ..tokenizer_meta import TokenizerMeta
 from .base import DISCRETIZERS, Quantizer, resolve_device, single_threaded
+from .dump import FeatureDump, open_dump
 from .postprocess import SUBWORDS, UnitSubwords, dedup
 from .source import iter_waveforms
 from .tokenizer_recipe import TokenizerRecipe, load_recipe
@@ -88,18 +90,26 @@ def fit_tokenizer(
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
     skip_bad: bool = False,
+    features: str | Path | None = None,
 ) -> TokenizerMeta:
     """Fits the recipe on the manifest's audio and writes the tokenizer directory ``out_dir``;
-    ``skip_bad`` leaves out (and logs) the lines that cannot be read instead of failing."""
+    ``skip_bad`` leaves out (and logs) the lines that cannot be read instead of failing.
+    ``features``: a ``discretize dump`` of the recipe's features on this manifest, read
+    instead of the audio (by the k-means and by the subword pass)."""
     rec = load_recipe(recipe, overrides)
     _absolute_model_path(rec)
     quantizer_cls = DISCRETIZERS.get(rec.kind)
     manifest, out_dir = Path(manifest), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists; remove it or choose another output directory")
+    dump = _open_dump(features, rec, manifest)
     with _staging_dir(out_dir) as work, single_threaded():
-        waveforms = (wav for _, _, wav in iter_waveforms(manifest, progress, f"{rec.name}: features", skip_bad))
-        quantizer = quantizer_cls.fit(rec, waveforms, work)
+        if dump is None:
+            waveforms = (wav for _, _, wav in iter_waveforms(manifest, progress, f"{rec.name}: features", skip_bad))
+            quantizer = quantizer_cls.fit(rec, waveforms, work)
+        else:
+            dumped = tqdm(dump, desc=f"{rec.name}: dumped features", disable=not progress)
+            quantizer = quantizer_cls.fit(rec, None, work, dumped=dumped)
         if rec.post.dedup and quantizer.codebooks > 1:
             raise ConfigError(
                 f"{recipe}: post.dedup needs one unit per frame, but {rec.name} interleaves "
@@ -109,7 +119,7 @@ def fit_tokenizer(
         subwords = None
         if rec.post.subwords:
             model = SUBWORDS[rec.post.subwords]
-            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, f"{rec.name}: subword units", skip_bad)
+            seqs = _frame_units(quantizer, rec.post.dedup, manifest, progress, f"{rec.name}: subword units", skip_bad, dump)
             subwords = model.train(seqs, quantizer.num_units, rec.post.subword_vocab_size, rec.post.max_piece_units)
             subwords.save(work / model.FILE)
             files[model.FILE] = work / model.FILE
@@ -149,11 +159,24 @@ def load_tokenizer(tokdir: str | Path, device: str | None = None) -> SpeechToken
 
 
 def _frame_units(
-    quantizer: Quantizer, dedup_runs: bool, manifest: Path, progress: bool, desc: str, skip_bad: bool
+    quantizer: Quantizer, dedup_runs: bool, manifest: Path, progress: bool, desc: str, skip_bad: bool,
+    dump: FeatureDump | None = None,
 ) -> Iterator[np.ndarray]:
-    for _, _, wav in iter_waveforms(manifest, progress, desc, skip_bad):
-        units = quantizer.assign(quantizer.extract_features(wav))
+    if dump is None:  # the features again: without a dump, fitting reads the audio twice
+        feats = (quantizer.extract_features(wav) for _, _, wav in iter_waveforms(manifest, progress, desc, skip_bad))
+    else:
+        feats = tqdm(dump, desc=desc, disable=not progress)
+    for f in feats:
+        units = quantizer.assign(f)
         yield dedup(units)[0] if dedup_runs else units
+
+
+def _open_dump(features: str | Path | None, rec: TokenizerRecipe, manifest: Path) -> FeatureDump | None:
+    if features is None:
+        return None
+    if rec.kind != "kmeans":
+        raise ConfigError(f"--features: a {rec.kind} tokenizer reads the audio itself; only kmeans features are dumped")
+    return open_dump(features, rec.kmeans.features, manifest)
 
 
 def _absolute_model_path(rec: TokenizerRecipe) -> None:

@@ -24,9 +24,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
-    GPT2LMHeadModel,
     LlamaConfig,
-    LlamaForCausalLM,
     PretrainedConfig,
     PreTrainedModel,
 )
@@ -49,6 +47,10 @@ class ModelConfig:
     intermediate_size: int | None = None
     max_positions: int | None = None
     dropout: float | None = None
+    # Hugging Face's attention kernel: "sdpa" (PyTorch's fused attention, flash or
+    # memory-efficient where the GPU has them), "flash_attention_2" (the flash-attn package,
+    # fp16/bf16 on a GPU), "eager"; null: transformers' default (sdpa).
+    attn_implementation: str | None = None
 
     def __post_init__(self):
         if self.init_from is None and self.preset not in PRESETS:
@@ -115,7 +117,6 @@ def gpt2_config(p: Preset, vocab_size: int, pad_id: int, eos_id: int) -> GPT2Con
     )
 
 
-_MODEL_CLASSES = {"llama": LlamaForCausalLM, "gpt2": GPT2LMHeadModel}
 
 
 def resolve_preset(cfg: ModelConfig) -> Preset:
@@ -139,16 +140,29 @@ def resolve_preset(cfg: ModelConfig) -> Preset:
 def build_model(cfg: ModelConfig, vocab: "UnifiedVocab") -> PreTrainedModel:
     """A causal LM over ``vocab``: random-init from a preset, or grown from ``cfg.init_from``."""
     if cfg.init_from:
-        return _from_pretrained(Path(cfg.init_from), vocab)
+        return _from_pretrained(Path(cfg.init_from), vocab, cfg.attn_implementation)
     preset = resolve_preset(cfg)
     config = ARCHITECTURES.get(preset.arch)(preset, len(vocab), vocab.pad_id, vocab.text_end_id)
-    return _MODEL_CLASSES[preset.arch](config)
+    with _attention_errors(cfg.attn_implementation):
+        return AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
 
 
-def _from_pretrained(path: Path, vocab: "UnifiedVocab") -> PreTrainedModel:
+@contextlib.contextmanager
+def _attention_errors(attn_implementation: str | None) -> Iterator[None]:
+    """transformers' refusal of an attention kernel (not installed, no GPU) as a ConfigError."""
+    try:
+        yield
+    except (ImportError, ValueError) as e:
+        if attn_implementation is None:
+            raise
+        raise ConfigError(f"model.attn_implementation={attn_implementation}: {str(e).splitlines()[0]}") from None
+
+
+def _from_pretrained(path: Path, vocab: "UnifiedVocab", attn_implementation: str | None = None) -> PreTrainedModel:
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.init_from: {path} is not a causal-LM checkpoint directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with _attention_errors(attn_implementation):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn_implementation)
     old_rows = model.get_input_embeddings().num_embeddings
     if vocab.text_size > old_rows:
         raise ConfigError(

@@ -65,10 +65,7 @@ class HubertSize:
     @property
     def receptive_field(self) -> int:
         """Samples one frame sees: the shortest input that makes a frame (400 for HuBERT's)."""
-        samples = 1
-        for kernel, stride in reversed(list(zip(self.conv_kernel, self.conv_stride))):
-            samples = (samples - 1) * stride + kernel
-        return samples
+        return receptive_field(zip(self.conv_kernel, self.conv_stride))
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the conv front end makes of ``num_samples`` (0 when too short for one)."""
@@ -119,6 +116,14 @@ def conv_frames(num_samples: int, convs: Iterable[tuple[int, int]]) -> int:
     for kernel, stride in convs:
         num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
     return num_samples
+
+
+def receptive_field(convs: Iterable[tuple[int, int]]) -> int:
+    """Samples one output frame of a stack of 1-D convolutions, ``(kernel, stride)`` each, sees."""
+    samples = 1
+    for kernel, stride in reversed(list(convs)):
+        samples = (samples - 1) * stride + kernel
+    return samples
 
 
 def span_mask(batch: int, frames: int, prob: float, length: int, generator: torch.Generator) -> Tensor:

@@ -76,6 +76,7 @@ def _utterance(
     record: AudioRecord, manifest: Path, line: int, frontend: MelFrontend, mode: str, speed: float = 1.0
 ) -> Utterance:
     if mode == "asr":
+        speed *= record.speed or 1.0  # the recipe's perturbation on top of the manifest's
         feats = _load_frames(frontend, manifest, record.audio, line, PrefixEncoder.MIN_FRAMES, speed, record.segment)
         return Utterance(record.id, feats, record.text, subset=record.subset)
     missing = [k for k in CONTINUATION_FIELDS if not record.extra.get(k)]

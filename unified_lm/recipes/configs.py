@@ -25,7 +25,9 @@ class LMDataConfig:
     tokenizer: str = "runs/demo/tok"  # the speech tokenizer directory (its meta.json)
     text_vocab_size: int = 1000  # BPE trained on the training transcripts ...
     text_tokenizer: str | None = None  # ... unless a local HF tokenizer dir is given (defaults to model.init_from)
-    num_workers: int = 0
+    # DataLoader worker processes; null: 4 on a machine with a GPU (batches are built while
+    # it computes), 0 on CPUs only (workers would take the cores the model trains on).
+    num_workers: int | None = None
     max_tokens: int = 4096  # padded tokens per batch per rank
 
     def __post_init__(self):

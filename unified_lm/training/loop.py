@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, is_compiled_module, set_seed
 from torch import nn
 from tqdm import tqdm
 from transformers import get_scheduler
@@ -35,7 +35,7 @@ from ..losses import LossOutput
 from ..models import count_parameters, existing_checkpoint, publish
 from .metrics import MetricsLog
 from .sections import OptimConfig, Phase, TrainingConfig
-from .state import STATE_FILE, TrainState, check_same_config, load_last, save_last
+from .state import STATE_FILE, TrainState, bare, check_same_config, load_last, save_last
 
 logger = logging.getLogger("unified_lm.training")
 
@@ -112,6 +112,25 @@ def train_only(model: nn.Module, parts: Sequence[str], frozen: Sequence[str] = (
     return trained
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> list[str]:
+    """Turns on activation recomputation in every Hugging Face model inside ``model`` (the
+    outermost ones); returns their names ("" for the model itself)."""
+    from transformers import PreTrainedModel
+
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and not any(name.startswith(f + ".") or not f for f in found):
+            if not module.supports_gradient_checkpointing:
+                raise ConfigError(f"speed.gradient_checkpointing: {type(module).__name__} does not support it")
+            # Non-reentrant: works with frozen inputs (phases) and keeps dropout's RNG.
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            found.append(name)
+    if not found:
+        raise ConfigError(f"speed.gradient_checkpointing: {type(model).__name__} holds no Hugging Face model to apply it to")
+    logger.info("gradient checkpointing in %s", ", ".join(n or type(model).__name__ for n in found))
+    return found
+
+
 def optimizer_step(optimizer, params, clip_norm: float, accelerator: Accelerator | None = None) -> None:
     """The one place an optimizer steps: clip the gradients (``clip_norm`` > 0), step, clear
     them. The loop, the speed bench and the CTC probe all update weights through it."""
@@ -140,6 +159,15 @@ def resolve_precision(requested: str | None) -> str:
     return requested
 
 
+def resolve_compile(requested: str | None) -> str | None:
+    """The torch.compile backend: the recipe's ``speed.compile`` if set, else the launcher's
+    (``accelerate launch --dynamo_backend``), else none."""
+    if requested is not None:
+        return requested
+    launcher = os.environ.get("ACCELERATE_DYNAMO_BACKEND", "no").lower()
+    return None if launcher == "no" else launcher
+
+
 def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
     """Trains (or resumes) the run ``cfg.out_dir``; returns the summary also written to
     ``out_dir/summary.json``."""
@@ -149,6 +177,11 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=recipe.find_unused_parameters)],
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(
+            f"{accelerator.distributed_type.value} is not supported: the loop saves whole models and the "
+            "largest preset (GPT-2 medium) fits one GPU; launch with data parallelism (multi_gpu) instead"
+        )
     out, main = Path(cfg.out_dir), accelerator.is_main_process
     if recipe.resolve is not None:
         recipe.resolve(cfg)
@@ -216,7 +249,7 @@ def fit(recipe: TrainingRecipe, cfg: TrainingConfig) -> dict[str, Any]:
 def _enter_phase(model: nn.Module, cfg: TrainingConfig, phase: Phase, accelerator: Accelerator):
     """Freezes what ``phase`` does not train; returns the (prepared) model, a new AdamW over
     the trained parameters only, and a scheduler that warms up and decays over the phase."""
-    module = accelerator.unwrap_model(model)
+    module = bare(accelerator, model)
     trained = train_only(module, phase.train, phase.freeze)
     if cfg.phases:
         logger.info("phase %d of %d, steps %d-%d: training %s%s (%s of %s parameters) at lr %.2e", phase.index + 1,
@@ -234,6 +267,11 @@ def _enter_phase(model: nn.Module, cfg: TrainingConfig, phase: Phase, accelerato
     # would step it once per process per step.
     accelerator.free_memory()
     model, optimizer = accelerator.prepare(module, optimizer)
+    # Compiled here rather than by accelerate, whose backend is fixed for the whole process
+    # by the first Accelerator (a grid trains several stages in one process).
+    backend = resolve_compile(cfg.speed.compile)
+    if backend is not None and not is_compiled_module(model):
+        model = torch.compile(model, backend=backend)
     return model, optimizer, scheduler
 
 
@@ -242,7 +280,7 @@ def _summary(task: Task, state: TrainState, accelerator: Accelerator, out: Path,
         "out_dir": str(out),
         "steps": state.step,
         "epochs": state.epoch + state.position / max(task.batches_per_epoch, 1),
-        "num_params": count_parameters(accelerator.unwrap_model(task.model)),
+        "num_params": count_parameters(bare(accelerator, task.model)),
         "world_size": accelerator.num_processes,
         f"best_dev_{task.metric}": state.best,
         "best_step": state.best_step,
@@ -266,6 +304,8 @@ def _start(recipe: TrainingRecipe, cfg: TrainingConfig, accelerator: Accelerator
         task = recipe.setup(cfg, accelerator, resuming)
         for phase in cfg.resolved_phases():  # every phase names parts of this model
             train_only(task.model, phase.train, phase.freeze)
+        if cfg.speed.gradient_checkpointing:
+            enable_gradient_checkpointing(task.model)
     except UnifiedLMError:
         if main and not resuming:
             for path in set(out.iterdir()) - (before or set()):
@@ -316,7 +356,7 @@ def _train_step(model, batches, optimizer, scheduler, task: Task, cfg: TrainingC
 def _evaluate(task: Task, model, cfg: TrainingConfig, state: TrainState, metrics: MetricsLog, bar, accelerator, out: Path) -> None:
     """Scores the dev set and publishes ``best/`` when the score improved."""
     state.evaluated_step = state.step
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = bare(accelerator, model)
     improved = True  # without a dev set, best/ is the latest model
     if task.evaluate is not None:
         # A fixed seed for the dev pass (the prefix LM's pre-net dropout stays on at

@@ -79,6 +79,18 @@ class PhaseConfig:
             raise ConfigError(f"phases: lr must be > 0, got {self.lr}")
 
 
+@dataclass
+class SpeedConfig:
+    """How fast a step runs, not what it learns (left out of the loss grid's cache hashes)."""
+
+    # A torch.compile backend ("inductor"); null: accelerate launch's --dynamo_backend (none
+    # without one). The first steps pay for compiling; it pays back on long runs on a GPU.
+    compile: str | None = None
+    # Recompute each layer's activations in the backward pass: about a third more compute
+    # for much less memory (longer sequences, bigger batches). Hugging Face models only.
+    gradient_checkpointing: bool = False
+
+
 @dataclass(frozen=True)
 class Phase:
     """A resolved phase: which steps ``[start, end)`` it covers and what it trains."""
@@ -103,6 +115,7 @@ class TrainingConfig:
     phases: list[PhaseConfig] = field(default_factory=list)
     # null: accelerate launch's --mixed_precision (fp32 without one); set, it wins. CUDA only.
     precision: Literal["no", "bf16", "fp16"] | None = None
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     log_every_steps: int = 10
     seed: int = 0
     out_dir: str = "runs/train"

@@ -30,11 +30,11 @@ logger = logging.getLogger("unified_lm.training")
 
 STATE_FILE = "trainer_state.json"
 
-# Keys a resumed run may change (with a warning): what is logged, evaluated and saved, and
-# where files are, since one path is spelled differently from another directory (the
-# vocabulary's tokenizer hash still guards the units). Any other change is refused.
+# Keys a resumed run may change (with a warning): what is logged, evaluated and saved, how
+# fast steps run, and where files are, since one path is spelled differently from another
+# directory (the vocabulary's tokenizer hash still guards the units). Any other change is refused.
 RESUMABLE_CHANGES = (
-    "eval.", "checkpoint.", "log_every_steps", "out_dir",
+    "eval.", "checkpoint.", "speed.", "log_every_steps", "out_dir",
     "data.num_workers", "data.train", "data.dev", "data.tokenizer", "data.text_tokenizer", "data.text_files",
     "data.vocab", "model.init_from", "model.encoder_init", "model.decoder.init_from",
 )
@@ -111,10 +111,16 @@ def staged_last(out: Path, accelerator: Accelerator) -> Iterator[Path]:
     accelerator.wait_for_everyone()
 
 
+def bare(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself: without DDP's wrapper and without torch.compile's (whose state_dict
+    keys would carry an ``_orig_mod.`` prefix into every checkpoint)."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
 def save_last(out: Path, save_model, model, optimizer, scheduler, state: TrainState, accelerator: Accelerator) -> None:
     with staged_last(out, accelerator) as tmp:
         if accelerator.is_main_process:
-            save_model(tmp, accelerator.unwrap_model(model))
+            save_model(tmp, bare(accelerator, model))
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             if accelerator.scaler is not None:  # fp16 loss scale
@@ -125,7 +131,7 @@ def save_last(out: Path, save_model, model, optimizer, scheduler, state: TrainSt
 def load_last(last: Path, load_model, model, optimizer, scheduler, accelerator: Accelerator) -> TrainState:
     """Restores weights, optimizer, scheduler, loss scale and this rank's RNG streams."""
     state = TrainState(**json.loads((last / STATE_FILE).read_text()))
-    load_model(last, accelerator.unwrap_model(model))
+    load_model(last, bare(accelerator, model))
     optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
     if accelerator.scaler is not None and (last / "scaler.pt").is_file():
