@@ -121,3 +121,16 @@ def test_lines_left_out_of_a_dump_are_rejected_by_apply_with_the_reason(setup, t
     (reject,) = [json.loads(x) for x in open(summary["rejects"])]
     assert reject["line"] == 4 and "not in the feature dump" in reject["reason"]
     assert torch.is_tensor(dump.features(2))
+
+
+def test_a_second_dump_of_a_shard_being_written_is_refused_and_cuts_nothing(setup, tmp_path):
+    import fcntl
+
+    _dump(setup, tmp_path / "feats", shard=0, nshards=2)  # features.json is there
+    index = tmp_path / "feats" / "shard-1-of-2.index.jsonl.partial"
+    index.write_text('{"line": 2, "id": "u1", "samples": 16000, "frames": 49}\n')
+    with open(index, "a") as held:  # a running dump of shard 1 holds this lock
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another dump is writing shard 1 of 2"):
+            _dump(setup, tmp_path / "feats", shard=1, nshards=2)
+    assert index.read_text().count("\n") == 1  # its rows were not cut back

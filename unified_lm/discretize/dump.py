@@ -94,21 +94,22 @@ def dump_features(
         logger.info("%s: shard %d of %d is already dumped", out_dir, shard, nshards)
         return {"out": str(out_dir), "shard": shard, "utterances": len(_read_index(index)), "new": 0}
     data_p, index_p = _partial(data), _partial(index)
-    done = _recover(data_p, index_p, extractor.dim)
     new = 0
-    with open(data_p, "ab") as fd, open(index_p, "a", encoding="utf-8") as fi, single_threaded():
-        try:
+    with open(index_p, "a", encoding="utf-8") as fi, single_threaded():
+        try:  # before anything is cut back: another dump of this shard may be writing
             fcntl.flock(fi.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(f"{out_dir}: another dump is writing shard {shard} of {nshards}") from None
-        for batch in _audio_batches(manifest, shard, nshards, done, skip_bad, progress):
-            for (line, uid, wav), feats in zip(batch, extract_batch(extractor, [w for _, _, w in batch])):
-                fd.write(np.ascontiguousarray(feats.numpy(), np.float32).tobytes())
-                fi.write(json.dumps({"line": line, "id": uid, "samples": wav.numel(), "frames": len(feats)}) + "\n")
-                new += 1
-                if new % FLUSH_EVERY == 0:
-                    _sync(fd, fi)
-        _sync(fd, fi)
+        done = _recover(data_p, index_p, extractor.dim)
+        with open(data_p, "ab") as fd:
+            for batch in _audio_batches(manifest, shard, nshards, done, skip_bad, progress):
+                for (line, uid, wav), feats in zip(batch, extract_batch(extractor, [w for _, _, w in batch])):
+                    fd.write(np.ascontiguousarray(feats.numpy(), np.float32).tobytes())
+                    fi.write(json.dumps({"line": line, "id": uid, "samples": wav.numel(), "frames": len(feats)}) + "\n")
+                    new += 1
+                    if new % FLUSH_EVERY == 0:
+                        _sync(fd, fi)
+            _sync(fd, fi)
     os.rename(data_p, data)
     os.rename(index_p, index)  # last: a complete index means a complete shard
     return {"out": str(out_dir), "shard": shard, "utterances": len(done) + new, "new": new}
@@ -215,9 +216,6 @@ def _audio_batches(manifest: Path, shard: int, nshards: int, done: set[int], ski
 def _recover(data: Path, index: Path, dim: int) -> set[int]:
     """The lines of an interrupted shard whose frames are all on disk; both partial files
     are cut back to exactly those (either may have been torn)."""
-    if not index.is_file():
-        data.unlink(missing_ok=True)
-        return set()
     have = data.stat().st_size if data.is_file() else 0
     done, frames, keep_bytes = set(), 0, 0
     with open(index, "rb") as f:
