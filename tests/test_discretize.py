@@ -1,6 +1,7 @@
 """Recipes, k-means backends, fitting, post-processing, EnCodec and SSL discretizers."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -94,14 +95,19 @@ def test_frame_sampler_is_deterministic_bounded_and_uniform():
     assert quarters.min() > 40
 
 
-def test_the_fit_reports_the_frames_it_used_and_warns_when_max_frames_capped_them(corpus, tmp_path, caplog):
+def test_the_fit_reports_the_frames_it_used_and_warns_when_max_frames_cuts_a_fraction_short(corpus, tmp_path, caplog):
     fit(FBANK, corpus, tmp_path / "all", SMALL_FBANK)
     report = json.loads((tmp_path / "all" / "kmeans_sample.json").read_text())
     assert report["frames_used"] == report["frames_seen"] > 100 and not report["capped"]
-    fit(FBANK, corpus, tmp_path / "capped", [*SMALL_FBANK, "kmeans.max_frames=64"])
-    report = json.loads((tmp_path / "capped" / "kmeans_sample.json").read_text())
+    # sample_fraction 1 with a cap: "all frames, at most N", as asked: information, no warning.
+    with caplog.at_level(logging.INFO, logger="unified_lm.discretize"):
+        fit(FBANK, corpus, tmp_path / "count", [*SMALL_FBANK, "kmeans.max_frames=64"])
+    report = json.loads((tmp_path / "count" / "kmeans_sample.json").read_text())
     assert report["frames_used"] == 64 and report["capped"] and report["share_used"] < 0.5
-    assert "kmeans.max_frames=64 capped the 1 sample" in caplog.text
+    assert "(at most kmeans.max_frames=64)" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # A fraction the cap cuts short is a warning.
+    fit(FBANK, corpus, tmp_path / "capped", [*SMALL_FBANK, "kmeans.sample_fraction=0.9", "kmeans.max_frames=64"])
+    assert "kmeans.max_frames=64 capped the 0.9 sample" in caplog.text
 
 
 def test_kmeans_backends_agree_given_the_same_centroids():

@@ -77,20 +77,22 @@ class FrameSampler:
 
 def _report_sample(sampler: FrameSampler, used: int, workdir: Path) -> None:
     """Says (and writes to ``kmeans_sample.json``) how many frames the k-means saw: the
-    fraction asked for, or fewer when ``max_frames`` capped it."""
+    fraction asked for, or fewer when ``max_frames`` capped it. A cap on a fraction below 1
+    is a warning (the fraction asked for was not used); with fraction 1, ``max_frames`` is
+    the sample's size by design ("all frames, at most N") and the line is information."""
     report = {
         "frames_seen": sampler.seen, "frames_used": used, "share_used": used / max(sampler.seen, 1),
         "sample_fraction": sampler.fraction, "max_frames": sampler.max_frames, "capped": sampler.candidates > used,
     }  # fmt: skip
     (workdir / "kmeans_sample.json").write_text(json.dumps(report, indent=2) + "\n")
     line = f"k-means on {used:,} of {sampler.seen:,} frames ({100 * report['share_used']:.2f}%)"
-    if report["capped"]:
+    if report["capped"] and sampler.fraction < 1.0:
         logger.warning(
             "%s: kmeans.max_frames=%d capped the %g sample (%d frames drawn); raise it to use them all",
             line, sampler.max_frames, sampler.fraction, sampler.candidates,
         )
     else:
-        logger.info(line)
+        logger.info("%s%s", line, f" (at most kmeans.max_frames={sampler.max_frames})" if report["capped"] else "")
 
 
 KMEANS_BACKENDS: Registry[type] = Registry("k-means backend")
