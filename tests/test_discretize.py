@@ -653,3 +653,18 @@ def test_unit_readout_reads_each_unit_as_its_centroids_character(corpus, tmp_pat
     fit(FBANK, corpus, tmp_path / "fb", SMALL_FBANK)
     with pytest.raises(ConfigError, match="needs k-means units of ctc_encoder features"):
         unit_characters(load_tokenizer(tmp_path / "fb"), tmp_path / "fb")
+
+
+def test_the_ssl_features_bench_times_every_path_and_checks_them_against_the_whole_stack(corpus, tmp_path, capsys, monkeypatch):
+    from unified_lm.bench.ssl_features import run_ssl_features_bench
+
+    model = tiny_hubert(tmp_path / "hubert", layers=3)
+    out = run_ssl_features_bench(corpus, tmp_path / "bench", model=model, layer=2, utterances=4)
+    assert len(out["seconds"]) == 3 and all(s > 0 for s in out["seconds"].values())
+    report = (tmp_path / "bench" / "ssl_features.md").read_text()
+    assert "1 CPU thread" in report and report in capsys.readouterr().out
+    diffs = [float(line.split("|")[-2]) for line in report.splitlines() if line.startswith("| layers")]
+    assert len(diffs) == 2 and max(diffs) < 1e-3  # the cut stack and the padded batches give the whole stack's features
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        run_ssl_features_bench(corpus, tmp_path / "gpu", model=model, layer=2, utterances=1, device="cuda")

@@ -216,7 +216,9 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 def cmd_bench_ssl_features(args: argparse.Namespace) -> int:
     from .bench.ssl_features import run_ssl_features_bench
 
-    run_ssl_features_bench(args.manifest, args.out, model=args.model, layer=args.layer, utterances=args.utterances)
+    run_ssl_features_bench(
+        args.manifest, args.out, model=args.model, layer=args.layer, utterances=args.utterances, device=args.device
+    )
     return 0
 
 
@@ -424,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", type=int, default=6)
     s.add_argument("--utterances", type=int, default=24)
     s.add_argument("--out", type=Path, default=Path("runs/bench/ssl_features"))
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (on a GPU, a float16 row is added)")
     s.set_defaults(fn=cmd_bench_ssl_features)
     s = bench.add_parser("unit-purity", help="PNMI and purity of units against CTC-aligned characters; HuBERT layers")
     s.add_argument("--encoder", required=True, type=Path, help="a CTC encoder (unified-lm train ctc; its best/)")
