@@ -8,6 +8,7 @@ from unified_lm.unit_data import BucketBatchSampler, UnitDataset, make_loader
 from unified_lm.errors import ConfigError, DataError
 from unified_lm.io import write_jsonl
 from unified_lm.tasks import TaskConfig
+from unified_lm.tasks.templates import Role
 from unified_lm.vocab import UnifiedVocab
 
 lengths_st = st.lists(st.integers(1, 60), min_size=1, max_size=80)
@@ -107,6 +108,21 @@ def test_loader_yields_right_padded_batches(corpus):
     for b in batches:
         assert b["input_ids"].numel() <= 60
         assert (b["input_ids"][b["attention_mask"] == 0] == vocab.pad_id).all()
+
+
+def test_sentences_without_speech_follow_the_utterances_as_text_lm_sequences(corpus):
+    path, vocab, _ = corpus
+    texts = ["a dog ran home", "the sun is up"]
+    ds = UnitDataset(path, vocab, TaskConfig(mixture={"asr": 1.0}), texts=texts)
+    n = len(ds.records)
+    assert len(ds) == n + 2 and len(ds.lengths) == n + 2
+    assert all(ds[i].task == "asr" for i in range(n))
+    first = ds[n]
+    assert first.task == "text_lm" and len(first) == ds.lengths[n]
+    target = [t for t, r in zip(first.tokens, first.roles) if r == Role.TARGET]
+    assert target[-1] == vocab.text_end_id and vocab.decode_text(target[:-1]) == texts[0]
+    batches = list(make_loader(ds, BucketBatchSampler(ds.lengths, 60, seed=0)))
+    assert sum(len(b["input_ids"]) for b in batches) == n + 2
 
 
 def test_worker_processes_build_the_same_batches(corpus, monkeypatch):

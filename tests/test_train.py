@@ -127,6 +127,17 @@ def test_bad_config_fails_fast(tmp_path, capsys, override, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_sentences_without_speech_train_beside_the_utterances(tmp_path):
+    corpus = make_corpus(tmp_path)
+    (tmp_path / "more.txt").write_text("a new sentence here\nanother one\n\na new sentence here\n")
+    steps = ("optim.max_steps=4", "eval.every_steps=4", "eval.max_utts=2")
+    summary = train(tiny_config(tmp_path, corpus, *steps, f"data.text_files=[{tmp_path / 'more.txt'}]"))
+    assert summary["text_sentences"] == 2  # blank lines and repeats dropped
+    assert summary["steps"] == 4 and summary["last_train"]["loss"] > 0
+    with pytest.raises(Exception, match="missing.txt: data.text_files: text file not found"):
+        train(tiny_config(tmp_path / "b", corpus, *steps, f"data.text_files=[{tmp_path / 'missing.txt'}]"))
+
+
 def test_missing_manifest_fails_fast(tmp_path, capsys):
     status, err = _run_main(tmp_path, capsys, f"data.train={tmp_path / 'nope.jsonl'}")
     assert status == 2 and "nope.jsonl" in err and "not found" in err

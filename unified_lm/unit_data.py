@@ -137,20 +137,27 @@ def _checked(path: Path, records: Iterator[UnitRecord], vocab: UnifiedVocab) -> 
 
 
 class UnitDataset(Dataset):
-    """Utterances of a unit manifest, each turned into the sequence of a task drawn from the mixture.
+    """Utterances of a unit manifest, each turned into the sequence of a task drawn from the
+    mixture, then ``texts`` (sentences without speech), each a ``text_lm`` sequence.
 
     The task drawn for item ``i`` depends only on (seed, epoch, i); call ``set_epoch`` at
     the start of every epoch.
     """
 
-    def __init__(self, manifest: str | Path, vocab: UnifiedVocab, tasks: TaskConfig, seed: int = 0):
+    def __init__(
+        self, manifest: str | Path, vocab: UnifiedVocab, tasks: TaskConfig, seed: int = 0, texts: Sequence[str] = ()
+    ):
         self.path = Path(manifest)
         self.records = read_checked_manifest(self.path, vocab)
+        self.texts = list(texts)
         self.vocab = vocab
+        self.tasks = tasks
         self.mixture = TaskMixture(tasks, vocab)
         self.seed = seed
         self.epoch = 0
-        self.lengths = np.fromiter((self._max_length(r, tasks) for r in self.records), np.int32, len(self.records))
+        speech = (self._max_length(r, tasks) for r in self.records)
+        text = (len(self._text_item(i)) for i in range(len(self.texts)))
+        self.lengths = np.fromiter(itertools.chain(speech, text), np.int32, len(self))
 
     def _max_length(self, record: UnitRecord, tasks: TaskConfig) -> int:
         # The batch sampler must know lengths before the task is drawn: take the longest
@@ -164,11 +171,18 @@ class UnitDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) + len(self.texts)
 
     def __getitem__(self, index: int) -> TokenSequence:
+        if index >= len(self.records):
+            return self._text_item(index - len(self.records))
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
         return self.mixture.sample(self.records[index], rng)
+
+    def _text_item(self, i: int) -> TokenSequence:
+        # text_lm reads only the record's text.
+        record = UnitRecord(id=f"text-{i}", text=self.texts[i], speaker="", units=[], tokenizer={})
+        return TASKS.get("text_lm")(record, self.vocab, self.tasks)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

@@ -29,6 +29,10 @@ class LMDataConfig:
     # it computes), 0 on CPUs only (workers would take the cores the model trains on).
     num_workers: int | None = None
     max_tokens: int = 4096  # padded tokens per batch per rank
+    # Sentences without speech (one a line), each trained on as a text_lm sequence every
+    # epoch beside the utterances (new text for the decoder's language model; the text
+    # vocabulary stays the transcripts').
+    text_files: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.max_tokens < 1:

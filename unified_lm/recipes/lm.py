@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from ..corpus.manifest import read_unit_manifest
+from ..corpus.sentences import read_sentences
 from ..decode import transcribe
 from ..errors import ConfigError, DataError
 from ..losses import LossOutput, build_loss
@@ -48,6 +49,9 @@ def check_inputs(cfg: LMConfig) -> None:
     for what, path in (("data.train", cfg.data.train), ("data.dev", cfg.data.dev)):
         if path is not None and not Path(path).is_file():
             raise DataError(path, f"{what}: unit manifest not found")
+    for path in cfg.data.text_files:
+        if not Path(path).is_file():
+            raise DataError(path, "data.text_files: text file not found")
     TokenizerMeta.load(cfg.data.tokenizer)
     text_tokenizer = cfg.data.text_tokenizer or cfg.model.init_from
     if text_tokenizer and not Path(text_tokenizer).exists():
@@ -84,7 +88,8 @@ def setup(cfg: LMConfig, accelerator: Accelerator, resuming: bool) -> Task:
     check_inputs(cfg)
     vocab = prepare_vocab(cfg, accelerator, resuming)
     loss_fn = build_loss(cfg.loss, vocab)
-    dataset = UnitDataset(cfg.data.train, vocab, cfg.tasks, seed=cfg.seed)
+    texts = [t for path in cfg.data.text_files for t in read_sentences(path)]
+    dataset = UnitDataset(cfg.data.train, vocab, cfg.tasks, seed=cfg.seed, texts=texts)
     dev = read_checked_manifest(cfg.data.dev, vocab)[: cfg.eval.max_utts] if cfg.data.dev else []
     sampler = BucketBatchSampler(
         dataset.lengths, cfg.data.max_tokens, seed=cfg.seed,
@@ -123,7 +128,7 @@ def setup(cfg: LMConfig, accelerator: Accelerator, resuming: bool) -> Task:
         evaluate=(lambda m: evaluate(m, vocab, dev, cfg, accelerator)) if dev else None,
         metric="wer",
         size=lambda batch: int(batch["attention_mask"].sum()),
-        facts={"vocab_size": len(vocab)},
+        facts={"vocab_size": len(vocab), "text_sentences": len(texts)},
     )
 
 
