@@ -1,6 +1,7 @@
 """`unified-lm demo` end to end at toy scale: its shape (CTC encoder -> ctc-posterior-km500
 units -> decoder -> PocketSphinx beside it), and a rerun that skips every finished step."""
 
+import dataclasses
 import json
 
 from unified_lm.demo import FULL, QUICK, DemoScale, run_demo
@@ -46,3 +47,15 @@ def test_full_shape_runs_end_to_end_then_skips_what_is_done(tmp_path, capsys):
     assert log.count("(done, skipped)") == 5  # all but decoding, which always reruns
     assert again["scores"]["wer"] == scores["wer"]
     assert again["timings"]["train"] < 5.0
+
+
+def test_the_corpus_size_is_a_command_line_knob_at_the_same_steps(monkeypatch, tmp_path):
+    import unified_lm.demo as demo
+    from unified_lm.cli import main
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, scale, **kw: seen.append((out, scale)))
+    assert main(["demo", "--num-utts", "30000", "--out", str(tmp_path / "d")]) == 0
+    (out, scale), = seen
+    assert scale == dataclasses.replace(QUICK, num_utts=30000) and out == tmp_path / "d"
+    assert main(["demo", "--num-utts", "3"]) == 2

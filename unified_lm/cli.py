@@ -286,10 +286,17 @@ def cmd_bench_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .demo import FULL, QUICK, run_demo
 
     out = args.out or Path("runs/demo-full" if args.full else "runs/demo")
-    run_demo(out, FULL if args.full else QUICK, overrides=args.overrides, peer=args.peer or args.full)
+    scale = FULL if args.full else QUICK
+    if args.num_utts is not None:
+        if args.num_utts < 10:
+            raise ConfigError(f"--num-utts: at least 10 utterances, got {args.num_utts}")
+        scale = replace(scale, num_utts=args.num_utts)
+    run_demo(out, scale, overrides=args.overrides, peer=args.peer or args.full)
     return 0
 
 
@@ -462,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="default: runs/demo (runs/demo-full with --full)")
     s.add_argument("--full", action="store_true", help="the longer, better-scoring run: 10,000 utterances, 2-2.5x the steps, PocketSphinx scored beside it")
     s.add_argument("--peer", action="store_true", help="also score PocketSphinx on the same test audio (on with --full)")
+    s.add_argument("--num-utts", type=int, help="corpus size at the same steps (default: 6,000; 10,000 with --full)")
     s.add_argument("overrides", nargs="*", help="training overrides, key=value")
     s.set_defaults(fn=cmd_demo)
     return p
