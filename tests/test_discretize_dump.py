@@ -54,6 +54,7 @@ def test_fit_and_apply_from_a_sharded_dump_equal_those_from_the_audio_and_comput
     assert _dump(setup, tmp_path / "feats", shard=0, nshards=2)["new"] == 0
 
 
+@pytest.mark.fault
 def test_an_interrupted_dump_resumes_to_the_same_bytes(setup, tmp_path, monkeypatch):
     _dump(setup, tmp_path / "whole")
     real = dump_module.extract_batch
@@ -84,6 +85,7 @@ def test_an_interrupted_dump_resumes_to_the_same_bytes(setup, tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["features.json", "shard-0-of-1.f32", "shard-0-of-1.index.jsonl"]
 
 
+@pytest.mark.fault
 def test_a_dump_that_does_not_match_is_refused_with_the_reason(setup, tmp_path):
     corpus, recipe, root = setup
     _dump(setup, tmp_path / "feats")
@@ -105,6 +107,7 @@ def test_a_dump_that_does_not_match_is_refused_with_the_reason(setup, tmp_path):
         FeatureDump(tmp_path)
 
 
+@pytest.mark.fault
 def test_lines_left_out_of_a_dump_are_rejected_by_apply_with_the_reason(setup, tmp_path):
     corpus, recipe, root = setup
     rows = [record(f"u{i}", f"u{i}.wav", 1.0) for i in range(3)] + [record("gone", "missing.wav", 1.0)]
@@ -123,6 +126,7 @@ def test_lines_left_out_of_a_dump_are_rejected_by_apply_with_the_reason(setup, t
     assert torch.is_tensor(dump.features(2))
 
 
+@pytest.mark.fault
 def test_a_second_dump_of_a_shard_being_written_is_refused_and_cuts_nothing(setup, tmp_path):
     import fcntl
 
