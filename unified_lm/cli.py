@@ -73,6 +73,11 @@ def cmd_corpus_validate(args: argparse.Namespace) -> int:
 # ---- discretize -------------------------------------------------------------------------
 
 
+def _check_shard_args(args: argparse.Namespace) -> None:
+    if (args.shard is None) != (args.nshards is None):
+        raise UnifiedLMError("--shard and --nshards go together")
+
+
 def cmd_discretize_fit(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -88,8 +93,7 @@ def cmd_discretize_fit(args: argparse.Namespace) -> int:
 def cmd_discretize_apply(args: argparse.Namespace) -> int:
     from .discretize import apply_tokenizer
 
-    if (args.shard is None) != (args.nshards is None):
-        raise UnifiedLMError("--shard and --nshards go together")
+    _check_shard_args(args)
     summary = apply_tokenizer(
         args.tokenizer,
         args.manifest,
@@ -107,8 +111,7 @@ def cmd_discretize_apply(args: argparse.Namespace) -> int:
 def cmd_discretize_dump(args: argparse.Namespace) -> int:
     from .discretize import dump_features
 
-    if (args.shard is None) != (args.nshards is None):
-        raise UnifiedLMError("--shard and --nshards go together")
+    _check_shard_args(args)
     summary = dump_features(
         args.recipe, args.manifest, args.out, overrides=args.overrides, shard=args.shard or 0,
         nshards=args.nshards or 1, device=args.device, skip_bad=args.skip_bad,

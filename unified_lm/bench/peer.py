@@ -13,6 +13,7 @@ own normalisation (``unified_lm.scoring``).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import time
@@ -39,13 +40,10 @@ def _decoder():
     return Decoder(samprate=16000, loglevel="FATAL")
 
 
-def _transcribe_chunk(sources: Sequence[tuple[str, tuple[float, float] | None, float]]) -> list[str]:
-    from ..audio import load_audio, speed_perturb
-
+def _transcribe_chunk(manifest: str | Path, records: Sequence[AudioRecord]) -> list[str]:
     decoder, hyps = _decoder(), []
-    for path, segment, speed in sources:
-        wav = speed_perturb(load_audio(path, segment=segment), speed)
-        pcm = (wav.clamp(-1, 1) * 32767).round().short().numpy().tobytes()
+    for rec in records:
+        pcm = (rec.load(manifest).clamp(-1, 1) * 32767).round().short().numpy().tobytes()
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()
@@ -57,12 +55,11 @@ def _transcribe_chunk(sources: Sequence[tuple[str, tuple[float, float] | None, f
 def transcribe_peer(records: Sequence[AudioRecord], manifest: str | Path, jobs: int = 1) -> list[str]:
     """PocketSphinx's transcript of each record's audio, in order, over ``jobs`` processes."""
     _decoder()  # fail here, with the install hint, rather than in a worker
-    paths = [(str(r.audio_path(manifest)), r.segment, r.speed or 1.0) for r in records]
-    chunks = [paths[i::jobs] for i in range(jobs)]
+    chunks = [records[i::jobs] for i in range(jobs)]
     # Spawned, not forked: a fork after torch has started its threads can deadlock the workers.
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(_transcribe_chunk, chunks))
-    hyps = [""] * len(paths)
+        parts = list(pool.map(functools.partial(_transcribe_chunk, manifest), chunks))
+    hyps = [""] * len(records)
     for i, part in enumerate(parts):
         hyps[i::jobs] = part
     return hyps

@@ -102,11 +102,7 @@ def apply_tokenizer(
         raise DataError(manifest, "manifest not found")
     check_output_path(target, manifest)
     tok = load_tokenizer(tokdir, device)
-    dump = None
-    if features is not None:
-        if tok.recipe.kind != "kmeans":
-            raise ConfigError(f"--features: {tokdir} is a {tok.recipe.kind} tokenizer, which reads the audio itself")
-        dump = open_dump(features, tok.recipe.kmeans.features, manifest)
+    dump = None if features is None else open_dump(features, tok.recipe, manifest)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)

@@ -71,6 +71,15 @@ def resolve_device(device: str, explicit: bool = False) -> str:
     return device
 
 
+def run_on(rec: TokenizerRecipe, device: str | None) -> None:
+    """Sets where the recipe's model features run: ``device`` (an explicit choice: an error
+    where this machine lacks it), else the recipe's own (see ``resolve_device``)."""
+    if rec.kind == "kmeans" and "device" in rec.kmeans.features:
+        rec.kmeans.features["device"] = resolve_device(device or rec.kmeans.features["device"], explicit=device is not None)
+    elif rec.kind == "encodec":
+        rec.encodec.device = resolve_device(device or rec.encodec.device, explicit=device is not None)
+
+
 BATCH_SECONDS = 60.0  # audio per forward pass, where a feature extractor batches (``batch``)
 
 

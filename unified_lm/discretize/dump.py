@@ -31,10 +31,10 @@ from ..audio import SAMPLE_RATE
 from ..corpus.manifest import iter_audio_manifest
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, sha256_file, sha256_json
-from .base import BATCH_SECONDS, extract_batch, resolve_device, single_threaded
+from .base import BATCH_SECONDS, extract_batch, run_on, single_threaded
 from .extractors import build_features, model_files
 from .source import count_lines, load_record_audio
-from .tokenizer_recipe import load_recipe
+from .tokenizer_recipe import TokenizerRecipe, absolute_model_paths, load_recipe
 
 logger = logging.getLogger("unified_lm.discretize")
 
@@ -68,16 +68,13 @@ def dump_features(
     if not 0 <= shard < nshards:
         raise ConfigError(f"need 0 <= shard < nshards, got shard={shard} nshards={nshards}")
     rec = load_recipe(recipe, overrides)
-    if rec.kind != "kmeans":
-        raise ConfigError(f"{recipe}: a {rec.kind} tokenizer reads the audio itself; only kmeans features are dumped")
+    _only_kmeans(rec, recipe)
     manifest, out_dir = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
-    spec = dict(rec.kmeans.features)
-    if spec.get("model_path"):
-        spec["model_path"] = str(Path(spec["model_path"]).expanduser().resolve())
-    if "device" in spec:
-        spec["device"] = resolve_device(device or spec["device"], explicit=device is not None)
+    absolute_model_paths(rec)
+    run_on(rec, device)
+    spec = rec.kmeans.features
     extractor = build_features(spec)
     info = {
         "features": {k: v for k, v in spec.items() if k != "device"},
@@ -168,10 +165,17 @@ class FeatureDump:
         return len(self._rows)
 
 
-def open_dump(directory: str | Path, spec: dict[str, Any], manifest: str | Path) -> FeatureDump:
+def open_dump(directory: str | Path, rec: TokenizerRecipe, manifest: str | Path) -> FeatureDump:
+    """The dump in ``directory``, checked to hold ``rec``'s features of ``manifest``."""
+    _only_kmeans(rec, "--features")
     dump = FeatureDump(directory)
-    dump.check(spec, manifest)
+    dump.check(rec.kmeans.features, manifest)
     return dump
+
+
+def _only_kmeans(rec: TokenizerRecipe, what: str | Path) -> None:
+    if rec.kind != "kmeans":
+        raise ConfigError(f"{what}: a {rec.kind} tokenizer reads the audio itself; only kmeans features are dumped")
 
 
 def _claim(out_dir: Path, info: dict) -> None:

@@ -29,11 +29,11 @@ from ..config import save_config, to_dict
 from ..errors import ConfigError, DataError
 from ..io import sha256_file, sha256_json
 from ..tokenizer_meta import TokenizerMeta
-from .base import DISCRETIZERS, Quantizer, resolve_device, single_threaded
+from .base import DISCRETIZERS, Quantizer, run_on, single_threaded
 from .dump import FeatureDump, open_dump
 from .postprocess import SUBWORDS, UnitSubwords, dedup
 from .source import iter_waveforms
-from .tokenizer_recipe import TokenizerRecipe, load_recipe
+from .tokenizer_recipe import TokenizerRecipe, absolute_model_paths, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 
@@ -97,12 +97,12 @@ def fit_tokenizer(
     ``features``: a ``discretize dump`` of the recipe's features on this manifest, read
     instead of the audio (by the k-means and by the subword pass)."""
     rec = load_recipe(recipe, overrides)
-    _absolute_model_path(rec)
+    absolute_model_paths(rec)
     quantizer_cls = DISCRETIZERS.get(rec.kind)
     manifest, out_dir = Path(manifest), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists; remove it or choose another output directory")
-    dump = _open_dump(features, rec, manifest)
+    dump = None if features is None else open_dump(features, rec, manifest)
     with _staging_dir(out_dir) as work, single_threaded():
         if dump is None:
             waveforms = (wav for _, _, wav in iter_waveforms(manifest, progress, f"{rec.name}: features", skip_bad))
@@ -145,10 +145,7 @@ def load_tokenizer(tokdir: str | Path, device: str | None = None) -> SpeechToken
     tokdir = Path(tokdir)
     meta = TokenizerMeta.load(tokdir)
     rec = load_recipe(tokdir / RECIPE_FILE)
-    if rec.kind == "kmeans" and "device" in rec.kmeans.features:
-        rec.kmeans.features["device"] = resolve_device(device or rec.kmeans.features["device"], explicit=device is not None)
-    elif rec.kind == "encodec":
-        rec.encodec.device = resolve_device(device or rec.encodec.device, explicit=device is not None)
+    run_on(rec, device)
     quantizer = DISCRETIZERS.get(rec.kind).load(rec, tokdir)
     model = SUBWORDS[rec.post.subwords] if rec.post.subwords else None
     subwords = model.load(tokdir / model.FILE) if model else None
@@ -169,26 +166,6 @@ def _frame_units(
     for f in feats:
         units = quantizer.assign(f)
         yield dedup(units)[0] if dedup_runs else units
-
-
-def _open_dump(features: str | Path | None, rec: TokenizerRecipe, manifest: Path) -> FeatureDump | None:
-    if features is None:
-        return None
-    if rec.kind != "kmeans":
-        raise ConfigError(f"--features: a {rec.kind} tokenizer reads the audio itself; only kmeans features are dumped")
-    return open_dump(features, rec.kmeans.features, manifest)
-
-
-def _absolute_model_path(rec: TokenizerRecipe) -> None:
-    """The saved recipe names its model (``kmeans.features.model_path``, ``encodec.checkpoint``)
-    by an absolute path, so the tokenizer loads from any working directory."""
-    def absolute(path: str | None) -> str | None:
-        return str(Path(path).expanduser().resolve()) if path else path
-
-    if rec.kind == "kmeans" and "model_path" in rec.kmeans.features:
-        rec.kmeans.features["model_path"] = absolute(rec.kmeans.features["model_path"])
-    elif rec.kind == "encodec":
-        rec.encodec.checkpoint = absolute(rec.encodec.checkpoint)
 
 
 def _content_hash(rec: TokenizerRecipe, files: dict[str, Path]) -> str:

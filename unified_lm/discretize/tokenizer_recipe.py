@@ -163,3 +163,15 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
         if size is not None:
             post.update(subwords="bpe", subword_vocab_size=size, max_piece_units=None)
     return data
+
+
+def absolute_model_paths(rec: TokenizerRecipe) -> None:
+    """Names the recipe's model (``kmeans.features.model_path``, ``encodec.checkpoint``) by an
+    absolute path, so a saved recipe (a tokenizer, a feature dump) works from any directory."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    if rec.kind == "kmeans" and "model_path" in rec.kmeans.features:
+        rec.kmeans.features["model_path"] = absolute(rec.kmeans.features["model_path"])
+    elif rec.kind == "encodec":
+        rec.encodec.checkpoint = absolute(rec.encodec.checkpoint)
