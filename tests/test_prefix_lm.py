@@ -104,6 +104,28 @@ def test_decode_prefix_asr_scores_every_utterance(trained, corpus, tmp_path):
     assert json.loads((tmp_path / "test.hyp.scores.json").read_text())["wer"] == scores["wer"]
 
 
+def test_prefix_asr_fuses_the_text_lm_it_started_from(trained, pretrained, corpus, tmp_path):
+    from unified_lm.decode import generate
+    from unified_lm.fusion import TextLM
+    from unified_lm.models import load_checkpoint
+
+    out, _ = trained
+    lm_dir = pretrained[1]  # the prefix decoder's init: the same text tokenizer
+    args = (out / "best", corpus["test"])
+    plain = decode_prefix_asr(*args, tmp_path / "plain.jsonl", max_new_tokens=8, beam=2)
+    zero = decode_prefix_asr(*args, tmp_path / "zero.jsonl", max_new_tokens=8, beam=2, lm=lm_dir, lm_weight=0.0)
+    assert zero["lm"] == str(lm_dir) and zero["wer"] == plain["wer"]
+    hyps = lambda name: [json.loads(x)["hyp"] for x in (tmp_path / name).read_text().splitlines()]  # noqa: E731
+    assert hyps("zero.jsonl") == hyps("plain.jsonl")
+    # Weighted 1000 times the model, the LM writes its own sentence, ended by <cont>.
+    decode_prefix_asr(*args, tmp_path / "heavy.jsonl", max_new_tokens=8, lm=lm_dir, lm_weight=1000.0)
+    lm, vocab, _ = load_checkpoint(lm_dir)
+    start = TextLM.load(lm_dir, vocab, 1.0).start_id
+    own = generate(lm, [[start]], stop_id=vocab.text_end_id, pad_id=vocab.pad_id,
+                   allowed=[*range(vocab.text_size), vocab.text_end_id], vocab_size=len(vocab), max_new_tokens=8)[0]
+    assert hyps("heavy.jsonl") == [vocab.decode_text(own)] * 2
+
+
 def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
     from unified_lm.bench.prefix_ablation import AblationConfig, estimate_seconds, run_prefix_ablation
     from unified_lm.config import load_config

@@ -135,6 +135,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     # (continuous path) or a CTC-trained encoder hears the audio itself.
     from .models import ENCODER_WEIGHTS, is_prefix_checkpoint
 
+    if args.lm is not None and (args.checkpoint / ENCODER_WEIGHTS).is_file():
+        raise ConfigError(f"{args.checkpoint}: --lm fuses a text LM into a decoder, and a CTC encoder has none")
     if (args.checkpoint / ENCODER_WEIGHTS).is_file():
         if args.manifest is None:
             raise ConfigError(f"{args.checkpoint}: a CTC encoder transcribes audio: give the audio manifest with --manifest")
@@ -156,6 +158,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             beam=args.beam,
             max_new_tokens=args.max_new_tokens,
+            lm=args.lm,
+            lm_weight=args.lm_weight,
         )
     else:
         if args.units is None:
@@ -174,6 +178,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             task=args.task,
             use_cache=not args.no_cache,
+            lm=args.lm,
+            lm_weight=args.lm_weight,
         )
     _print_summary(scores)
     return 0
@@ -395,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=200)
     s.add_argument("--task", choices=["asr", "tts"], default="asr", help="discrete path: asr scores WER/CER, tts the unit error rate")
     s.add_argument("--no-cache", action="store_true", help="discrete path: recompute the whole prefix each step (for comparison)")
+    s.add_argument("--lm", type=Path, help="a text LM checkpoint (train textlm, with the decoder's text tokenizer) to fuse into the search")
+    s.add_argument("--lm-weight", type=float, default=0.3, help="the text LM's weight in shallow fusion (with --lm)")
     s.set_defaults(fn=cmd_decode)
 
     s = sub.add_parser(

@@ -25,11 +25,12 @@ from typing import Any, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel
 
 from .config import from_dict
 from .corpus.manifest import UnitRecord
 from .errors import ConfigError
+from .fusion import TextLM
 from .io import atomic_write_text, check_output_path, write_jsonl
 from .models import eval_mode, load_checkpoint, max_positions
 from .scoring import asr_rows, score_corpus
@@ -50,9 +51,11 @@ def generate(
     beam: int = 1,
     max_new_tokens: int = 200,
     use_cache: bool = True,
+    fusion: TextLM | None = None,
 ) -> list[list[int]]:
     """Continues each prompt (one batch, left-padded) until ``stop_id``; returns the new ids
-    of each, without the stop token and padding."""
+    of each, without the stop token and padding. ``fusion``: a text LM's scores added to
+    the model's (ASR only)."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     limit = max_positions(model)
@@ -77,7 +80,11 @@ def generate(
         use_cache=use_cache,
         suppress_tokens=[i for i in range(vocab_size) if i not in allowed_set],
     )
-    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config)
+    processors = LogitsProcessorList([fusion.processor(width, stop_id)] if fusion else [])
+    out = model.generate(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+        generation_config=config, logits_processor=processors,
+    )
     results = []
     for row in out[:, width:].tolist():
         if stop_id in row:
@@ -115,8 +122,9 @@ def transcribe(
     max_new_tokens: int = 200,
     use_cache: bool = True,
     progress: bool = False,
+    fusion: TextLM | None = None,
 ) -> list[str]:
-    """ASR hypotheses of ``records``, in their order."""
+    """ASR hypotheses of ``records``, in their order; ``fusion``: shallow fusion with a text LM."""
     if not records:
         return []
     with eval_mode(model):
@@ -132,6 +140,7 @@ def transcribe(
             beam=beam,
             max_new_tokens=max_new_tokens,
             use_cache=use_cache,
+            fusion=fusion,
         )
     return [vocab.decode_text(x) for x in ids]
 
@@ -224,26 +233,34 @@ def decode(
     max_new_tokens: int = 200,
     task: str = "asr",
     use_cache: bool = True,
+    lm: str | Path | None = None,
+    lm_weight: float = 0.3,
 ) -> dict[str, Any]:
     """Decodes every utterance of ``units_manifest`` with ``checkpoint`` and scores it.
 
     ASR writes ``{id, ref, hyp, subset, errors, ref_words, char_errors, ref_chars}`` per line
     (``errors`` = word errors) and returns ``{num_utts, wer, cer, ..., subsets: {...}}``.
     TTS writes ``{id, text, ref_units, hyp_units, subset, errors, ref_units_len}`` and
-    returns the unit error rate ``uer``.
+    returns the unit error rate ``uer``. ``lm``: a text LM checkpoint fused into ASR
+    decoding with ``lm_weight`` (``unified_lm.fusion``).
     """
     if task not in DECODE_TASKS:
         raise ConfigError(f"decode: unknown task {task!r}; known: {sorted(DECODE_TASKS)}")
+    if lm is not None and task != "asr":
+        raise ConfigError(f"decode: a text LM (--lm) fuses into ASR only, not {task}")
     check_decode_args(out, units_manifest, batch_size, beam, max_new_tokens)
     model, vocab, cfg = load_checkpoint(checkpoint)
     tasks = from_dict(TaskConfig, cfg.get("tasks") or {}, f"{checkpoint}: tasks")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = read_checked_manifest(units_manifest, vocab)
+    extra = {"fusion": TextLM.load(lm, vocab, lm_weight).to(model.device)} if lm is not None else {}
     start = time.perf_counter()
     rows, scores = DECODE_TASKS[task](
         model, vocab, records, tasks,
-        batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens, use_cache=use_cache,
+        batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens, use_cache=use_cache, **extra,
     )
+    if lm is not None:
+        scores = {**scores, "lm": str(lm), "lm_weight": lm_weight}
     return write_decoded(out, rows, scores, task, checkpoint, units_manifest, beam, time.perf_counter() - start)
 
 

@@ -22,12 +22,13 @@ import soundfile as sf
 import torch
 from torch import Tensor
 from tqdm import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 
 from ..audio.mel import MelConfig, MelFrontend
 from ..config import from_dict
 from ..decode import check_decode_args, write_decoded
 from ..errors import ConfigError, DataError
+from ..fusion import TextLM
 from ..io import atomic_write_bytes, atomic_write_text
 from ..losses.spectrogram import IGNORE, SpectronLoss
 from ..models import eval_mode, load_encoder_checkpoint, load_prefix_checkpoint
@@ -50,9 +51,11 @@ def generate_text(
     stop_id: int,
     max_new_tokens: int,
     beam: int = 1,
+    fusion: TextLM | None = None,
 ) -> list[list[int]]:
     """Greedy (``beam`` 1) or beam-search text after each prompt (embeddings [T_i, dim])
-    until ``stop_id``; returns the new ids without the stop token."""
+    until ``stop_id``; returns the new ids without the stop token. ``fusion``: a text LM's
+    scores added to the model's."""
     width = max(p.size(0) for p in prompts)
     embeds = prompts[0].new_zeros(len(prompts), width, prompts[0].size(1))
     mask = torch.zeros(len(prompts), width, dtype=torch.long, device=embeds.device)
@@ -68,8 +71,12 @@ def generate_text(
         pad_token_id=vocab.pad_id,
         suppress_tokens=[i for i in range(len(vocab)) if i not in allowed],
     )
-    # With only inputs_embeds, a decoder-only model returns the new tokens alone.
-    out = model.decoder.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+    # With only inputs_embeds, a decoder-only model returns (and its logits processors
+    # see) the new tokens alone: the text starts at position 0.
+    processors = LogitsProcessorList([fusion.processor(0, stop_id)] if fusion else [])
+    out = model.decoder.generate(
+        inputs_embeds=embeds, attention_mask=mask, generation_config=config, logits_processor=processors
+    )
     results = []
     for row in out.tolist():
         if stop_id in row:
@@ -99,9 +106,11 @@ def transcribe_prefix(
     max_new_tokens: int = 200,
     beam: int = 1,
     prefix_lengths: list[int] | None = None,
+    fusion: TextLM | None = None,
 ) -> list[str]:
     """Prefix ASR: ``[prefix] <asr>`` -> text until ``<cont>``, for log-mel ``feats``.
-    Each utterance's prefix length is appended to ``prefix_lengths`` when given."""
+    Each utterance's prefix length is appended to ``prefix_lengths`` when given;
+    ``fusion``: shallow fusion with a text LM."""
     model.eval()
     asr, cont = vocab.task_id("asr"), vocab.task_id("cont")
     hyps = []
@@ -110,7 +119,8 @@ def transcribe_prefix(
         if prefix_lengths is not None:
             prefix_lengths += [p.size(0) for p in prefixes]
         prompts = [_with_tokens(model, p, [asr]) for p in prefixes]
-        hyps += [vocab.decode_text(ids) for ids in generate_text(model, vocab, prompts, cont, max_new_tokens, beam)]
+        ids = generate_text(model, vocab, prompts, cont, max_new_tokens, beam, fusion)
+        hyps += [vocab.decode_text(x) for x in ids]
     return hyps
 
 
@@ -284,9 +294,12 @@ def decode_prefix_asr(
     batch_size: int = 16,
     max_new_tokens: int = 200,
     beam: int = 1,
+    lm: str | Path | None = None,
+    lm_weight: float = 0.3,
 ) -> dict[str, Any]:
     """Transcribes every utterance (``audio``) of an audio manifest from the prefix alone and
-    scores it with ``score_corpus`` against ``text``.
+    scores it with ``score_corpus`` against ``text``; ``lm``: a text LM fused in with
+    ``lm_weight`` (``unified_lm.fusion``).
 
     Writes ``{id, ref, hyp, subset, errors, ref_words, char_errors, ref_chars}`` per line to
     ``out`` and the scores beside it (``x.hyp.jsonl`` -> ``x.hyp.scores.json``), the same
@@ -296,15 +309,18 @@ def decode_prefix_asr(
     require_audio_manifest(audio_manifest)
     model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
     model.to(_device())
+    fusion = TextLM.load(lm, vocab, lm_weight).to(_device()) if lm is not None else None
     frontend = MelFrontend(mel_config(cfg, checkpoint))
     utts = load_utterances(audio_manifest, frontend, mode="asr")
     start = time.perf_counter()
     lengths: list[int] = []
-    hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam, lengths)
+    hyps = transcribe_prefix(model, vocab, [u.feats for u in utts], batch_size, max_new_tokens, beam, lengths, fusion)
     rows, scores = asr_rows(utts, hyps)
     # How long a prefix the bridge hands the decoder: vectors per second of audio.
     seconds = sum(u.feats.size(0) for u in utts) / frontend.cfg.frame_rate
     scores["prefix_per_s"] = round(sum(lengths) / seconds, 2) if seconds else None
+    if lm is not None:
+        scores.update(lm=str(lm), lm_weight=lm_weight)
     return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
 
 

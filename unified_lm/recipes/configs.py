@@ -123,7 +123,8 @@ class TextDataConfig(AudioDataConfig):
     # More text, one sentence a line, beside the transcripts: a text LM is worth
     # pre-training when text is more plentiful than transcribed speech.
     text_files: list[str] = field(default_factory=list)
-    text_vocab_size: int = 1000
+    text_vocab_size: int = 1000  # BPE trained on all of the text ...
+    text_tokenizer: str | None = None  # ... unless a local HF tokenizer dir is given (an ASR decoder's, say)
 
 
 @dataclass

@@ -79,7 +79,10 @@ def setup(cfg: TextLMConfig, accelerator: Accelerator, resuming: bool) -> Task:
     """A vocabulary and a decoder for the transcripts of ``data.train`` and the sentences of
     ``data.text_files``."""
     texts = read_texts(cfg.data.train) + [t for path in cfg.data.text_files for t in read_sentences(path)]
-    vocab = UnifiedVocab.train(texts, [], cfg.data.text_vocab_size)
+    if cfg.data.text_tokenizer:
+        vocab = UnifiedVocab.from_text_tokenizer(cfg.data.text_tokenizer, [])
+    else:
+        vocab = UnifiedVocab.train(texts, [], cfg.data.text_vocab_size)
     train = encode(texts, vocab)
     dev = (encode(read_texts(cfg.data.dev), vocab) if cfg.data.dev else train)[: cfg.eval.max_utts]
     bs = cfg.data.batch_size

@@ -1,0 +1,80 @@
+"""Shallow fusion: an external text LM's opinion added to the ASR decoder's at every step.
+
+Beam search then ranks each next text token by
+
+    log p_ASR(token | speech, text so far) + weight * log p_LM(token | text so far)
+
+(Gulcehre et al. 2015; the usual way an end-to-end recognizer uses text it was never
+trained to read). The LM is a decoder of this toolkit trained on text alone (``train
+textlm``), with the ASR decoder's text tokenizer (``data.text_tokenizer``), so both score
+the same ids: it reads ``<text_lm> text so far`` and its ``<text_end>`` scores the end of
+the transcript. Text is cheap where transcribed speech is not: the LM learns the language
+from as many sentences as one has, without taking a step from ASR training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessor, PreTrainedModel
+
+from .errors import ConfigError
+from .models import load_checkpoint
+from .vocab import UnifiedVocab
+
+
+@dataclass
+class TextLM:
+    model: PreTrainedModel
+    text_size: int  # its ids below this are text, the same as the ASR decoder's
+    start_id: int  # <text_lm>: the LM's first token
+    text_end_id: int
+    weight: float
+
+    @classmethod
+    def load(cls, directory: str | Path, asr_vocab: UnifiedVocab, weight: float) -> "TextLM":
+        """The text LM of ``directory``, checked to share ``asr_vocab``'s text ids (the ids
+        after them may differ: the LM has no speech, the prefix LM other specials)."""
+        if weight < 0:
+            raise ConfigError(f"the text LM's weight must be >= 0, got {weight}")
+        model, vocab, _ = load_checkpoint(directory)
+        if vocab.text_tokenizer.to_str() != asr_vocab.text_tokenizer.to_str():
+            raise ConfigError(
+                f"{directory}: the text LM has another text tokenizer than the ASR decoder; train it with "
+                "data.text_tokenizer=<the decoder's checkpoint> (or the decoder with the LM's)"
+            )
+        return cls(model, vocab.text_size, vocab.task_id("text_lm"), vocab.text_end_id, weight)
+
+    def to(self, device: torch.device | str) -> "TextLM":
+        self.model.to(device)
+        return self
+
+    def processor(self, prompt_width: int, stop_id: int) -> "FusionProcessor":
+        """For a search whose text starts after ``prompt_width`` ids and ends with ``stop_id``
+        (``<text_end>`` in discrete ASR, ``<cont>`` in the prefix LM's)."""
+        return FusionProcessor(self, prompt_width, stop_id)
+
+
+class FusionProcessor(LogitsProcessor):
+    """Adds ``weight * log p_LM`` to the scores of the text ids, and the LM's score of
+    ``<text_end>`` to the search's stop id."""
+
+    def __init__(self, lm: TextLM, prompt_width: int, stop_id: int):
+        self.lm, self.width, self.stop_id = lm, prompt_width, stop_id
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        lm, text = self.lm, input_ids[:, self.width :]
+        # A finished row goes on with padding: its scores are unused, but the ids the LM
+        # reads must be its own.
+        text = text.masked_fill(text >= lm.text_size, lm.text_end_id)
+        start = torch.full((text.size(0), 1), lm.start_id, dtype=text.dtype, device=text.device)
+        # The whole text again at each step: transcripts are a few dozen tokens and the LM
+        # small, so a KV cache that follows the beams' reordering is not worth its code.
+        log_p = lm.model(input_ids=torch.cat([start, text], dim=1)).logits[:, -1].float().log_softmax(-1)
+        scores = scores.clone()
+        scores[:, : lm.text_size] += lm.weight * log_p[:, : lm.text_size].to(scores.dtype)
+        scores[:, self.stop_id] += lm.weight * log_p[:, lm.text_end_id].to(scores.dtype)
+        return scores
