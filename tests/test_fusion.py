@@ -81,6 +81,21 @@ def test_the_processor_adds_the_weighted_lm_log_probs_of_text_tokens(fused):
     assert torch.equal(to_cont[:, end], scores[:, end])
 
 
+def test_the_lm_cache_follows_the_beams_reordering(fused):
+    """Scores with the LM's KV cache across steps (rows reordered and duplicated, as beam
+    search does) equal those of reading each text whole."""
+    _, vocab, _, _, lm_dir = fused
+    lm = TextLM.load(lm_dir, vocab, weight=1.0)
+    texts = [[[], [], []], [[5], [7], [5]], [[7, 4], [5, 6], [5, 6]], [[5, 6, 9], [7, 4, 3], [5, 6, 9]]]
+    cached = lm.processor(2, vocab.text_end_id)
+    for step in texts:
+        ids = torch.tensor([[vocab.pad_id] * 2 + t for t in step]).reshape(3, -1)
+        scores = torch.zeros(3, len(vocab))
+        whole = lm.processor(2, vocab.text_end_id)(ids, scores)  # a fresh processor reads it all
+        torch.testing.assert_close(cached(ids, scores), whole, rtol=1e-4, atol=1e-5)
+    assert cached.cache.get_seq_length() == 4  # <text_lm> + three tokens, one a step
+
+
 def test_a_heavy_lm_writes_its_own_sentence(fused):
     """With the LM weighted 1000 times the decoder, every utterance gets the LM's own greedy
     sentence: the fused scores reach the search."""

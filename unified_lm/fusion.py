@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import LogitsProcessor, PreTrainedModel
+from transformers import DynamicCache, LogitsProcessor, PreTrainedModel
 
 from .errors import ConfigError
 from .models import load_checkpoint
@@ -59,10 +59,17 @@ class TextLM:
 
 class FusionProcessor(LogitsProcessor):
     """Adds ``weight * log p_LM`` to the scores of the text ids, and the LM's score of
-    ``<text_end>`` to the search's stop id."""
+    ``<text_end>`` to the search's stop id.
+
+    One per ``generate`` call. The LM keeps a KV cache across its steps: each row's text is
+    a row of the previous step's plus one token (beam search reorders the rows), so the
+    cache is reordered to match and the LM reads one token a step.
+    """
 
     def __init__(self, lm: TextLM, prompt_width: int, stop_id: int):
         self.lm, self.width, self.stop_id = lm, prompt_width, stop_id
+        self.cache: DynamicCache | None = None
+        self.rows: dict[tuple[int, ...], int] = {}  # last step's texts -> their cache row
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -70,11 +77,21 @@ class FusionProcessor(LogitsProcessor):
         # A finished row goes on with padding: its scores are unused, but the ids the LM
         # reads must be its own.
         text = text.masked_fill(text >= lm.text_size, lm.text_end_id)
-        start = torch.full((text.size(0), 1), lm.start_id, dtype=text.dtype, device=text.device)
-        # The whole text again at each step: transcripts are a few dozen tokens and the LM
-        # small, so a KV cache that follows the beams' reordering is not worth its code.
-        log_p = lm.model(input_ids=torch.cat([start, text], dim=1)).logits[:, -1].float().log_softmax(-1)
+        log_p = self._next_log_probs(text)
         scores = scores.clone()
         scores[:, : lm.text_size] += lm.weight * log_p[:, : lm.text_size].to(scores.dtype)
         scores[:, self.stop_id] += lm.weight * log_p[:, lm.text_end_id].to(scores.dtype)
         return scores
+
+    def _next_log_probs(self, text: torch.Tensor) -> torch.Tensor:
+        texts = [tuple(row) for row in text.tolist()]
+        parents = [self.rows.get(t[:-1]) for t in texts] if texts[0] else []
+        if self.cache is not None and parents and None not in parents:
+            self.cache.reorder_cache(torch.tensor(parents, device=text.device))
+            step_in = text[:, -1:]
+        else:  # the first step (or rows not grown from the last ones): read the whole text
+            start = torch.full((text.size(0), 1), self.lm.start_id, dtype=text.dtype, device=text.device)
+            self.cache, step_in = DynamicCache(), torch.cat([start, text], dim=1)
+        logits = self.lm.model(input_ids=step_in, past_key_values=self.cache, use_cache=True).logits
+        self.rows = {t: i for i, t in enumerate(texts)}
+        return logits[:, -1].float().log_softmax(-1)
