@@ -135,9 +135,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     # (continuous path) or a CTC-trained encoder hears the audio itself.
     from .models import ENCODER_WEIGHTS, is_prefix_checkpoint
 
-    if args.lm is not None and (args.checkpoint / ENCODER_WEIGHTS).is_file():
-        raise ConfigError(f"{args.checkpoint}: --lm fuses a text LM into a decoder, and a CTC encoder has none")
     if (args.checkpoint / ENCODER_WEIGHTS).is_file():
+        if args.lm is not None:
+            raise ConfigError(f"{args.checkpoint}: --lm fuses a text LM into a decoder, and a CTC encoder has none")
         if args.manifest is None:
             raise ConfigError(f"{args.checkpoint}: a CTC encoder transcribes audio: give the audio manifest with --manifest")
         from .prefix_lm.inference import decode_ctc_asr

@@ -253,14 +253,14 @@ def decode(
     tasks = from_dict(TaskConfig, cfg.get("tasks") or {}, f"{checkpoint}: tasks")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = read_checked_manifest(units_manifest, vocab)
-    extra = {"fusion": TextLM.load(lm, vocab, lm_weight).to(model.device)} if lm is not None else {}
+    fusion = TextLM.load(lm, vocab, lm_weight, model.device) if lm is not None else None
     start = time.perf_counter()
     rows, scores = DECODE_TASKS[task](
-        model, vocab, records, tasks,
-        batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens, use_cache=use_cache, **extra,
+        model, vocab, records, tasks, batch_size=batch_size, beam=beam, max_new_tokens=max_new_tokens,
+        use_cache=use_cache, **({"fusion": fusion} if fusion else {}),
     )
-    if lm is not None:
-        scores = {**scores, "lm": str(lm), "lm_weight": lm_weight}
+    if fusion:
+        scores.update(fusion.describe())
     return write_decoded(out, rows, scores, task, checkpoint, units_manifest, beam, time.perf_counter() - start)
 
 

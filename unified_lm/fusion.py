@@ -32,11 +32,14 @@ class TextLM:
     start_id: int  # <text_lm>: the LM's first token
     text_end_id: int
     weight: float
+    source: str  # the checkpoint directory, as given
 
     @classmethod
-    def load(cls, directory: str | Path, asr_vocab: UnifiedVocab, weight: float) -> "TextLM":
-        """The text LM of ``directory``, checked to share ``asr_vocab``'s text ids (the ids
-        after them may differ: the LM has no speech, the prefix LM other specials)."""
+    def load(
+        cls, directory: str | Path, asr_vocab: UnifiedVocab, weight: float, device: torch.device | str = "cpu"
+    ) -> "TextLM":
+        """The text LM of ``directory`` on ``device``, checked to share ``asr_vocab``'s text
+        ids (the ids after them may differ: the LM has no speech, the prefix LM other specials)."""
         if weight < 0:
             raise ConfigError(f"the text LM's weight must be >= 0, got {weight}")
         model, vocab, _ = load_checkpoint(directory)
@@ -45,11 +48,11 @@ class TextLM:
                 f"{directory}: the text LM has another text tokenizer than the ASR decoder; train it with "
                 "data.text_tokenizer=<the decoder's checkpoint> (or the decoder with the LM's)"
             )
-        return cls(model, vocab.text_size, vocab.task_id("text_lm"), vocab.text_end_id, weight)
+        return cls(model.to(device), vocab.text_size, vocab.task_id("text_lm"), vocab.text_end_id, weight, str(directory))
 
-    def to(self, device: torch.device | str) -> "TextLM":
-        self.model.to(device)
-        return self
+    def describe(self) -> dict[str, str | float]:
+        """What a scores file records of the fusion."""
+        return {"lm": self.source, "lm_weight": self.weight}
 
     def processor(self, prompt_width: int, stop_id: int) -> "FusionProcessor":
         """For a search whose text starts after ``prompt_width`` ids and ends with ``stop_id``

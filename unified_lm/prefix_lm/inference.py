@@ -309,7 +309,7 @@ def decode_prefix_asr(
     require_audio_manifest(audio_manifest)
     model, vocab, _, cfg = load_prefix_checkpoint(checkpoint)
     model.to(_device())
-    fusion = TextLM.load(lm, vocab, lm_weight).to(_device()) if lm is not None else None
+    fusion = TextLM.load(lm, vocab, lm_weight, _device()) if lm is not None else None
     frontend = MelFrontend(mel_config(cfg, checkpoint))
     utts = load_utterances(audio_manifest, frontend, mode="asr")
     start = time.perf_counter()
@@ -319,8 +319,8 @@ def decode_prefix_asr(
     # How long a prefix the bridge hands the decoder: vectors per second of audio.
     seconds = sum(u.feats.size(0) for u in utts) / frontend.cfg.frame_rate
     scores["prefix_per_s"] = round(sum(lengths) / seconds, 2) if seconds else None
-    if lm is not None:
-        scores.update(lm=str(lm), lm_weight=lm_weight)
+    if fusion:
+        scores.update(fusion.describe())
     return write_decoded(out, rows, scores, "prefix_asr", checkpoint, audio_manifest, beam, time.perf_counter() - start)
 
 
