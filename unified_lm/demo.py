@@ -59,7 +59,7 @@ _TEXT_LM = ("model.preset=tiny", "optim.lr=3e-3")
 # of WER off the same decoder; the longer it trains the more (dev perplexity 3.6 / 2.6 /
 # 2.4 per token at 500 / 1,500 / 4,000 steps). The quick demo's decoder and text LM stop
 # short of where they would still gain, to finish within 20 minutes of a fresh clone,
-# install included: 2,500 and 1,000 steps took ~100 s more for 2.9 points of test WER
+# install included: 2,500 and 1,000 steps took ~70 s more for 2.9 points of test WER
 # (39.9% against 42.8%), 2.2 of them the LM's.
 QUICK = DemoScale(num_utts=6000, max_steps=2300, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                   ctc_steps=2000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
