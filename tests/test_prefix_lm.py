@@ -126,7 +126,7 @@ def test_prefix_asr_fuses_the_text_lm_it_started_from(trained, pretrained, corpu
     assert hyps("heavy.jsonl") == [vocab.decode_text(own)] * 2
 
 
-def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
+def test_ablation_bench_writes_a_table(corpus, judge_model, tmp_path, capsys):
     from unified_lm.bench.prefix_ablation import AblationConfig, estimate_seconds, run_prefix_ablation
     from unified_lm.config import load_config
 
@@ -138,6 +138,7 @@ def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
         "prefix": {"model": {"encoder": TINY_ENCODER, "decoder": TINY_DECODER, "spectrogram": TINY_SPECTROGRAM}, **TINY_RUN,
                    "data": {"batch_size": 4}},
         "variants": ["full", "full@1", "no_deriv"],
+        "judge": {"checkpoint": str(judge_model[0]), "tokenizer": str(judge_model[1]), "max_utts": 2, "max_frames": 12},
     }
     path = tmp_path / "ablation.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
@@ -151,6 +152,10 @@ def test_ablation_bench_writes_a_table(corpus, tmp_path, capsys):
     for row in results["variants"].values():
         assert {"cont_logppl", "spec_l1", "prompt_wer"} <= set(row)
     assert "| no_deriv |" in (tmp_path / "bench" / "results.md").read_text()
+    # Every variant is judged, and the judge once on the vocoded references, the line to read them by.
+    assert all("judge_wer_ref" in row for row in results["variants"].values())
+    control = results["judge_control"]
+    assert control["utts"] == 2 and f"{100 * control['judge_wer_ref']:.1f}% WER" in (tmp_path / "bench" / "results.md").read_text()
     # The text LM also read 30 generated sentences.
     assert len((tmp_path / "bench" / "lm_text.txt").read_text().splitlines()) == 30
     assert json.loads((tmp_path / "bench" / "pretrain_textlm" / "summary.json").read_text())["train_texts"] == 36
@@ -420,3 +425,22 @@ def test_the_ablation_can_freeze_the_pretrained_encoder_only(tmp_path):
     assert all(not p.freeze for p in scratch.phases) and scratch.model.encoder_init is None
     with pytest.raises(ConfigError, match="unknown variant 'full@x'"):
         variant_config(cfg, "full@x", data, tmp_path / "enc", tmp_path / "dec", tmp_path)
+
+
+def test_judge_control_hears_the_references_own_log_mel(corpus, judge_model, tmp_path):
+    from unified_lm.audio.mel import MelConfig
+    from unified_lm.bench.prefix_ablation import JudgeConfig, judge_control
+    from unified_lm.scoring import score_corpus
+
+    judge = JudgeConfig(checkpoint=str(judge_model[0]), tokenizer=str(judge_model[1]), max_utts=2)
+    scores = judge_control(str(corpus["test"]), judge, MelConfig(), tmp_path / "control")
+    rows = [json.loads(x) for x in corpus["test"].read_text().splitlines()][:2]
+    assert scores["utts"] == 2
+    # Each WAV is its reference continuation's log-mel through Griffin-Lim: as long as the recording.
+    for row in rows:
+        vocoded, recorded = (sf.info(p) for p in (tmp_path / "control" / "wav" / f"{row['id']}.wav",
+                                                  corpus["test"].parent / row["cont_audio"]))
+        assert vocoded.samplerate == 16000 and abs(vocoded.duration - recorded.duration) <= 0.02
+    heard = {json.loads(x)["id"]: json.loads(x)["hyp"] for x in (tmp_path / "control" / "judge.hyp.jsonl").read_text().splitlines()}
+    assert scores["judge_wer_ref"] == score_corpus([r["cont_text"] for r in rows], [heard.get(r["id"], "") for r in rows])["wer"]
+    assert scores["judge_too_short"] == 2 - len(heard)

@@ -5,8 +5,9 @@
 
 A continuation corpus, the two pre-trainings (CTC encoder, text-LM decoder), one prefix-LM
 training per variant (``VARIANTS``), test metrics (teacher-forced ``cont_logppl`` and
-``spec_l1``, ``prompt_wer``, and with a ``judge`` the WER of the vocoded continuations) and
-the prefix length of each bridge. Every step is skipped when its output exists, so an
+``spec_l1``, ``prompt_wer``, and with a ``judge`` the WER of the vocoded continuations,
+beside the judge's WER on the vocoded reference continuations) and the prefix length of
+each bridge. Every step is skipped when its output exists, so an
 interrupted bench resumes; it starts by printing the work left. Writes ``results.json``
 and ``results.md``. The variants and metrics in full: docs/continuous.md.
 """
@@ -19,12 +20,12 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm import tqdm
 
-from ..audio.mel import MelFrontend
+from ..audio.mel import MelConfig, MelFrontend
 from ..config import from_dict, load_config, save_config
 from ..corpus.manifest import AudioRecord, read_audio_manifest
 from ..errors import ConfigError, DataError
@@ -221,19 +222,16 @@ def judge_wer(checkpoint: Path, test: str, judge: JudgeConfig, out: Path) -> dic
     cfg = from_dict(PrefixLMConfig, saved, f"{checkpoint}: train config")
     frontend = MelFrontend(cfg.mel)
     utts = load_utterances(test, frontend, limit=judge.max_utts)
+    written: list[str] = []
+
+    def continuations():  # lazily: each is vocoded before the next is generated, one RNG stream
+        for u in utts:
+            result = generate_continuation(model, vocab, u.feats, max_frames=judge.max_frames)
+            written.append(result["continuation"])
+            yield result["log_mel"]
+
     torch.manual_seed(0)
-    records, written = [], []
-    for u in tqdm(utts, desc="judge: vocode", unit="utt", leave=False):
-        result = generate_continuation(model, vocab, u.feats, max_frames=judge.max_frames)
-        wave = frontend.to_wave(result["log_mel"])
-        atomic_write_bytes(out / "wav" / f"{u.id}.wav", wav_bytes(wave, cfg.mel.sample_rate))
-        written.append(result["continuation"])
-        # A manifest text may not be empty; the scores below use the real references.
-        records.append(
-            AudioRecord(u.id, f"wav/{u.id}.wav", u.cont_text or "-", "generated", wave.numel() / cfg.mel.sample_rate).to_json()
-        )
-    write_jsonl(out / "vocoded_ref.jsonl", records)
-    heard = judge_transcripts(judge, out / "vocoded_ref.jsonl", out)
+    heard = judge_vocoded(judge, frontend, utts, continuations(), out)
     hyps = [heard.get(u.id, "") for u in utts]
     write_jsonl(
         out / "judge.jsonl",
@@ -245,6 +243,37 @@ def judge_wer(checkpoint: Path, test: str, judge: JudgeConfig, out: Path) -> dic
         "judge_wer_ref": score_corpus([u.cont_text or "" for u in utts], hyps)["wer"],
         "judge_too_short": sum(u.id not in heard for u in utts),
     }
+
+
+def judge_control(test: str, judge: JudgeConfig, mel: MelConfig, out: Path) -> dict[str, float | int]:
+    """The judge on the reference continuations' own log-mel, vocoded as the generated ones
+    are: the WER of a continuation that said the reference's words, which every
+    ``judge_wer_ref`` is read against (Griffin-Lim and the judge's own errors included)."""
+    frontend = MelFrontend(mel)
+    utts = load_utterances(test, frontend, limit=judge.max_utts)
+    torch.manual_seed(0)  # Griffin-Lim's random initial phase
+    heard = judge_vocoded(judge, frontend, utts, [u.cont_frames for u in utts], out)
+    refs = [u.cont_text or "" for u in utts]
+    return {
+        "judge_wer_ref": score_corpus(refs, [heard.get(u.id, "") for u in utts])["wer"],
+        "judge_too_short": sum(u.id not in heard for u in utts),
+        "utts": len(utts),
+    }
+
+
+def judge_vocoded(judge: JudgeConfig, frontend: MelFrontend, utts: Sequence, log_mels: Iterable[torch.Tensor], out: Path) -> dict[str, str]:
+    """Griffin-Lim of each log-mel into ``out/wav``, then the judge's transcripts (``id ->
+    text``; the ones too short for its tokenizer are left out)."""
+    records = []
+    for u, log_mel in zip(tqdm(utts, desc="judge: vocode", unit="utt", leave=False), log_mels):
+        wave = frontend.to_wave(log_mel)
+        atomic_write_bytes(out / "wav" / f"{u.id}.wav", wav_bytes(wave, frontend.cfg.sample_rate))
+        # A manifest text may not be empty; the scores use the real references.
+        records.append(
+            AudioRecord(u.id, f"wav/{u.id}.wav", u.cont_text or "-", "generated", wave.numel() / frontend.cfg.sample_rate).to_json()
+        )
+    write_jsonl(out / "vocoded_ref.jsonl", records)
+    return judge_transcripts(judge, out / "vocoded_ref.jsonl", out)
 
 
 def judge_transcripts(judge: JudgeConfig, manifest: Path, out: Path) -> dict[str, str]:
@@ -360,12 +389,23 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
         results[name] = {"description": parse_variant(name)[0].description, **json.loads(metrics_file.read_text())}
 
     columns = ["cont_logppl", "spec_l1", "text_ce", "prompt_wer"]
+    control, control_md = None, ""
     if cfg.judge.checkpoint:
         columns += ["judge_wer_self", "judge_wer_ref", "judge_too_short"]
+        control_file = out / "judge_control" / "scores.json"
+        _once(control_file, lambda: atomic_write_text(control_file, json.dumps(
+            judge_control(data["test"], cfg.judge, cfg.ctc.mel, control_file.parent), indent=2) + "\n"))
+        control = json.loads(control_file.read_text())
+        control_md = (
+            f"\nJudge control: the judge on the reference continuations' own log-mel, vocoded the same way "
+            f"(the same {control['utts']} test utterances): {100 * control['judge_wer_ref']:.1f}% WER "
+            f"({control['judge_too_short']} too short).\n"
+        )
     summary = {
         "variants": results,
         "bridges": bridge_lengths(encoder, data["test"], cfg.data.max_test_utts),
         "table": variants_table(results, columns),
+        "judge_control": control,
     }
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     b = summary["bridges"]
@@ -374,7 +414,7 @@ def run_prefix_ablation(config_path: str | Path, out_dir: str | Path, overrides:
         f"none {b['none']:.1f}, conv {b['conv']:.1f}, ctc {b['ctc']:.1f} "
         f"(x{b['reduction_none']:.0f}, x{b['reduction_conv']:.0f}, x{b['reduction_ctc']:.0f} shorter than the input).\n"
     )
-    atomic_write_text(out / "results.md", summary["table"] + seed_spread(results, columns) + bridges_md)
+    atomic_write_text(out / "results.md", summary["table"] + seed_spread(results, columns) + control_md + bridges_md)
     return summary
 
 
