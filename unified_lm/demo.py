@@ -61,9 +61,9 @@ _TEXT_LM = ("model.preset=tiny", "optim.lr=3e-3")
 # short of where they would still gain, to finish within 20 minutes of a fresh clone,
 # install included: 2,500 and 1,000 steps took ~70 s more for 2.9 points of test WER
 # (39.9% against 42.8%), 2.2 of them the LM's.
-QUICK = DemoScale(num_utts=6000, max_steps=2300, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
+QUICK = DemoScale(num_utts=6000, max_steps=2500, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                   ctc_steps=2000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
-                  text_lm_steps=600, lm_weight=0.3)
+                  text_lm_steps=400, lm_weight=0.3)
 FULL = DemoScale(num_utts=10000, max_steps=5000, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                  ctc_steps=5000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
                  text_lm_steps=4000, lm_weight=0.4)
