@@ -63,7 +63,7 @@ _TEXT_LM = ("model.preset=tiny", "optim.lr=3e-3")
 # (39.9% against 42.8%), 2.2 of them the LM's.
 QUICK = DemoScale(num_utts=6000, max_steps=2500, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                   ctc_steps=2000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
-                  text_lm_steps=400, lm_weight=0.3)
+                  text_lm_steps=600, lm_weight=0.3)
 FULL = DemoScale(num_utts=10000, max_steps=5000, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                  ctc_steps=5000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
                  text_lm_steps=4000, lm_weight=0.4)
