@@ -57,10 +57,11 @@ _ENCODER = ("optim.lr=4e-3",)
 _TEXT_LM = ("model.preset=tiny", "optim.lr=3e-3")
 # A text LM on 100,000 generated sentences, fused into the beam search, takes 6-9 points
 # of WER off the same decoder; the longer it trains the more (dev perplexity 3.6 / 2.6 /
-# 2.4 per token at 500 / 1,500 / 4,000 steps). The quick demo's decoder and text LM stop
-# short of where they would still gain, to finish within 20 minutes of a fresh clone,
-# install included: 2,500 and 1,000 steps took ~70 s more for 2.9 points of test WER
-# (39.9% against 42.8%), 2.2 of them the LM's.
+# 2.4 per token at 500 / 1,500 / 4,000 steps). The quick demo's text LM stops short of where
+# it would still gain (600 steps buy 2.0 points of WER, 1,000 bought 4.0, 400 bought 0.1),
+# to finish within 20 minutes of a fresh clone, install included (about 18); its decoder's
+# 2,500 steps put greedy decoding, issue #14's measure, below PocketSphinx (52.9% against
+# 53.4%; 2,300 steps: 54.0%).
 QUICK = DemoScale(num_utts=6000, max_steps=2500, eval_every=500, tokenizer="ctc-posterior-km500.yaml",
                   ctc_steps=2000, ctc_overrides=_ENCODER, train_overrides=_TINY_DECODER, beam=4,
                   text_lm_steps=600, lm_weight=0.3)
