@@ -183,3 +183,51 @@ def test_unit_purity_bench_rows_for_a_tokenizer_and_every_hubert_layer(tmp_path,
     assert all(0 <= r["pnmi"] <= 1 and r["frames"] > 0 for r in rows)
     assert "| mfcc-km100 (tok) | 100 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == rows
+
+
+# ---- the filterbank front end -----------------------------------------------------------
+
+TINY_FBANK = {**{k: v for k, v in TINY_HUBERT.items() if k != "conv_dim"}, "frontend": "fbank", "fbank_stack": 4}
+
+
+def test_fbank_front_end_frames_match_its_declared_geometry():
+    from unified_lm.audio import fbank
+    from unified_lm.models.hubert import FbankFrontEnd
+
+    size = from_dict(HubertSize, TINY_FBANK, "model")
+    assert (size.hop, size.receptive_field) == (640, 880)  # 4 stacked 10 ms frames; 25 ms + 3 shifts
+    wav = torch.zeros(2, 16000).uniform_(-0.3, 0.3)
+    feats = FbankFrontEnd(4)(wav)
+    assert feats.shape == (2, 320, size.num_frames(16000)) == (2, 320, 24)
+    one = fbank(wav[0])
+    one = one - one.mean(0)
+    assert torch.allclose(feats[0, :80, 1], one[4], atol=1e-5) and torch.allclose(feats[0, 80:160, 1], one[5], atol=1e-5)
+    assert size.num_frames(size.receptive_field) == 1 and size.num_frames(size.receptive_field - 1) == 0
+    with pytest.raises(ConfigError, match="model.fbank_stack"):
+        from_dict(HubertSize, {**TINY_FBANK, "fbank_stack": 0}, "model")
+
+
+def test_fbank_hubert_saves_a_directory_the_ssl_features_read_with_its_filterbanks(tmp_path):
+    from transformers import HubertModel
+
+    from unified_lm.discretize.extractors import build_features
+    from unified_lm.models.hubert import load_hf_hubert
+
+    argv = hubert_argv(tmp_path)
+    out = tmp_path / "run"
+    assert train_main([*argv, *(f"model.{k}={v}" for k, v in TINY_FBANK.items() if k not in TINY_HUBERT),
+                       "mask.length=2",
+                       "optim.max_steps=2", "optim.warmup_steps=1", f"out_dir={out}"]) == 0
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["frontend"] == "fbank" and config["conv_stride"] == [160, 4]
+    wav = torch.zeros(16000).uniform_(-0.3, 0.3)
+    ours = load_hf_hubert(out / "best").eval()
+    stock, info = HubertModel.from_pretrained(out / "best", output_loading_info=True)
+    # Only the conv layers a stock HubertModel builds are missing: what was trained is all there.
+    assert info["missing_keys"] and all(k.startswith("feature_extractor.") for k in info["missing_keys"])
+    assert not info["unexpected_keys"]
+    with torch.no_grad():
+        states = ours(wav[None], output_hidden_states=True).hidden_states[1][0]
+    feats = build_features({"type": "ssl", "model_path": str(out / "best"), "layer": 1})
+    assert feats.frame_rate == 25.0 and feats.dim == 16
+    assert torch.allclose(feats(wav), states, atol=1e-5) and states.shape[0] == 24

@@ -39,10 +39,14 @@ class Example:
     text: str
 
 
-def load_units(path: str, limit: int | None = None) -> list[Example]:
+def load_units(path: str, limit: int | None = None, upsample: int = 1) -> list[Example]:
+    """``upsample``: each unit repeated that many times. CTC needs at least one input per
+    character (more with repeats): collapsed units at 25 frames/s can be fewer than the
+    characters, and an utterance CTC cannot align teaches the probe nothing."""
     from ..corpus.manifest import read_unit_manifest
 
-    return [Example(torch.tensor(r.units) + 1, normalize_text(r.text)) for r in read_unit_manifest(path)[:limit]]
+    return [Example((torch.tensor(r.units) + 1).repeat_interleave(upsample), normalize_text(r.text))
+            for r in read_unit_manifest(path)[:limit]]
 
 
 def load_fbank(path: str, limit: int | None = None) -> list[Example]:
@@ -128,9 +132,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fbank", action="store_true", help="the manifests are audio manifests: probe fbank frames")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--max-dev", type=int, default=100, help="first N dev utterances")
+    parser.add_argument("--upsample", type=int, default=1,
+                        help="repeat each unit N times (2 for collapsed units at 25 frames/s: room for CTC)")
     args = parser.parse_args(argv)
-    load = load_fbank if args.fbank else load_units
-    run(load(args.train), load(args.dev, args.max_dev), args.steps)
+    if args.upsample < 1:
+        parser.error(f"--upsample: at least 1, got {args.upsample}")
+    if args.fbank:
+        run(load_fbank(args.train), load_fbank(args.dev, args.max_dev), args.steps)
+    else:
+        run(load_units(args.train, upsample=args.upsample), load_units(args.dev, args.max_dev, args.upsample), args.steps)
 
 
 if __name__ == "__main__":

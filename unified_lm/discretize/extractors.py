@@ -142,10 +142,10 @@ class SslFeatures:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.path = _check_model_dir(cfg.model_path)
-        from transformers import AutoModel
+        from ..models.hubert import load_hf_hubert  # here: the models package pulls in transformers
 
         try:
-            model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=getattr(torch, cfg.dtype))
+            model = load_hf_hubert(self.path, local_files_only=True, dtype=getattr(torch, cfg.dtype))
             self.model = model.eval().to(cfg.device)
         except (OSError, ValueError) as e:
             raise ConfigError(f"{self.path}: cannot load the model: {e}") from None
@@ -166,7 +166,9 @@ class SslFeatures:
         # channels over the whole input: in a padded batch, over each utterance's own frames.
         # Padded batches pay on a GPU; on a CPU one utterance at a time is faster (measured
         # 2.2x: the conv front end of a padded batch leaves the cache; bench ssl-features).
-        self.pad_batches = self.PAD_ON_CPU or not cfg.device.startswith("cpu")
+        # The toolkit's fbank front end normalises each row over all its frames, padding too.
+        fbank_front = getattr(config, "frontend", "conv") == "fbank"
+        self.pad_batches = (self.PAD_ON_CPU or not cfg.device.startswith("cpu")) and not fbank_front
         self._group_norm = None
         if getattr(config, "feat_extract_norm", "group") == "group":
             first = self.model.feature_extractor.conv_layers[0]

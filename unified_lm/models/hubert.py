@@ -2,7 +2,9 @@
 
 The encoder is ``transformers.HubertModel`` itself (conv front end over the 16 kHz
 waveform, 50 frames/s, pre-LN Transformer), so its checkpoint is a Hugging Face
-directory the ``ssl`` features read exactly as a downloaded HuBERT. Beside it sit the
+directory the ``ssl`` features read exactly as a downloaded HuBERT. With
+``frontend: fbank`` the conv layers give way to fixed log-mel filterbanks (FbankFrontEnd):
+a CPU step then costs about a quarter, and ``load_hf_hubert`` restores them on loading. Beside it sit the
 pre-training head of the paper: a projection and one embedding per target unit, scored
 by cosine similarity over a temperature. Spans of frames are masked (their inputs
 replaced by a learned embedding) and the loss is the cross-entropy of the targets at
@@ -15,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 
+FBANK_BINS, FBANK_WINDOW, FBANK_SHIFT = 80, 400, 160  # Kaldi's 25 ms / 10 ms at 16 kHz
 HEAD_WEIGHTS = "hubert_head.safetensors"  # the pre-training head, beside the HF model files
 TARGETS_FILE = "hubert_targets.json"  # what the head predicts: the target tokenizer
 
@@ -42,6 +45,11 @@ class HubertSize:
     conv_dim: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 128, 256, 256])
     conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
     conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    # "fbank": no learned front end: 80-dim Kaldi log-mel filterbanks (per-utterance mean
+    # normalised, 100 frames/s), ``fbank_stack`` frames stacked into one (4: 25 frames/s),
+    # as the issue's "Transformer encoder over fbank". The conv_* keys are then unused.
+    frontend: Literal["conv", "fbank"] = "conv"
+    fbank_stack: int = 2
     conv_pos: int = 64  # kernel of the convolutional position embedding (Base: 128)
     conv_pos_groups: int = 16
     dropout: float = 0.1
@@ -52,32 +60,47 @@ class HubertSize:
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride) or not self.conv_dim:
             raise ConfigError(f"model.conv_dim, conv_kernel and conv_stride: one entry per conv layer, got "
                               f"{self.conv_dim}, {self.conv_kernel}, {self.conv_stride}")
+        if self.fbank_stack < 1:
+            raise ConfigError(f"model.fbank_stack: must be >= 1, got {self.fbank_stack}")
         if self.hidden_size % self.num_heads or self.hidden_size % self.conv_pos_groups:
             raise ConfigError("model.hidden_size: must be a multiple of num_heads and conv_pos_groups")
         if not self.temperature > 0:
             raise ConfigError(f"model.temperature: must be > 0, got {self.temperature}")
 
     @property
+    def convs(self) -> list[tuple[int, int]]:
+        """The front end's ``(kernel, stride)`` in samples: the conv layers', or for fbank
+        its 25 ms window every 10 ms followed by the stacking (the same frame arithmetic)."""
+        if self.frontend == "fbank":
+            return [(FBANK_WINDOW, FBANK_SHIFT), (self.fbank_stack, self.fbank_stack)]
+        return list(zip(self.conv_kernel, self.conv_stride))
+
+    @property
     def hop(self) -> int:
         """Samples per frame (320 at 16 kHz: 50 frames/s)."""
-        return math.prod(self.conv_stride)
+        return math.prod(stride for _, stride in self.convs)
 
     @property
     def receptive_field(self) -> int:
         """Samples one frame sees: the shortest input that makes a frame (400 for HuBERT's)."""
-        return receptive_field(zip(self.conv_kernel, self.conv_stride))
+        return receptive_field(self.convs)
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames the conv front end makes of ``num_samples`` (0 when too short for one)."""
-        return conv_frames(num_samples, zip(self.conv_kernel, self.conv_stride))
+        """Frames the front end makes of ``num_samples`` (0 when too short for one)."""
+        return conv_frames(num_samples, self.convs)
 
     def hf_config(self):
         from transformers import HubertConfig
 
+        if self.frontend == "fbank":  # the geometry of FbankFrontEnd, so HF's frame arithmetic holds
+            front = {"conv_dim": (FBANK_BINS, FBANK_BINS * self.fbank_stack), "frontend": "fbank",
+                     "conv_kernel": tuple(k for k, _ in self.convs), "conv_stride": tuple(s for _, s in self.convs)}
+        else:
+            front = {"conv_dim": tuple(self.conv_dim), "conv_kernel": tuple(self.conv_kernel),
+                     "conv_stride": tuple(self.conv_stride)}
         return HubertConfig(
             hidden_size=self.hidden_size, num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
-            intermediate_size=self.ffn_dim, conv_dim=tuple(self.conv_dim), conv_kernel=tuple(self.conv_kernel),
-            conv_stride=tuple(self.conv_stride), conv_bias=True, num_conv_pos_embeddings=self.conv_pos,
+            intermediate_size=self.ffn_dim, **front, conv_bias=True, num_conv_pos_embeddings=self.conv_pos,
             num_conv_pos_embedding_groups=self.conv_pos_groups,
             # HuBERT-Large's layout (layer-norm front end, pre-LN blocks): stable from scratch
             # without Base's feature-gradient scaling, and no group norm over padding.
@@ -99,7 +122,7 @@ class HubertPretrainModel(nn.Module):
         from transformers import HubertModel
 
         self.cfg = cfg
-        self.hubert = HubertModel(cfg.hf_config())
+        self.hubert = with_frontend(HubertModel(cfg.hf_config()))
         self.final_proj = nn.Linear(cfg.hidden_size, cfg.proj_dim)
         self.label_embs = nn.Parameter(torch.randn(num_targets, cfg.proj_dim) * cfg.proj_dim**-0.5)
 
@@ -108,6 +131,52 @@ class HubertPretrainModel(nn.Module):
         states = self.hubert(wavs, mask_time_indices=mask).last_hidden_state
         proj = F.normalize(self.final_proj(states[mask]), dim=-1)
         return proj @ F.normalize(self.label_embs, dim=-1).T / self.cfg.temperature
+
+
+class FbankFrontEnd(nn.Module):
+    """HubertModel's feature extractor slot filled by fixed filterbanks: ``[B, S]`` waveforms ->
+    ``[B, 80 * stack, frames]``, each row mean-normalised over its own frames (so a row of a
+    padded batch is not what the utterance alone gives: feed utterances one at a time)."""
+
+    def __init__(self, stack: int):
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, wavs: Tensor) -> Tensor:
+        from ..audio import fbank
+
+        rows = []
+        for wav in wavs.float().cpu():
+            f = fbank(wav)
+            f = f - f.mean(0, keepdim=True)
+            n = f.shape[0] // self.stack
+            rows.append(f[: n * self.stack].reshape(n, -1).T)
+        return torch.stack(rows).to(wavs.device, wavs.dtype)
+
+
+def with_frontend(model):
+    """``model`` (a HubertModel) with FbankFrontEnd in place of its conv layers when its config
+    says ``frontend: fbank``; a stock ``HubertModel.from_pretrained`` of such a directory
+    leaves random conv layers there, so load it with ``load_hf_hubert``."""
+    if getattr(model.config, "frontend", "conv") == "fbank":
+        model.feature_extractor = FbankFrontEnd(model.config.conv_stride[-1])
+    return model
+
+
+def load_hf_hubert(path: Path, **kwargs):
+    """``AutoModel.from_pretrained(path)`` with the fbank front end restored where the config names it."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    if config.get("frontend", "conv") != "fbank":
+        return AutoModel.from_pretrained(path, **kwargs)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the conv layers it reports missing are replaced just below
+    try:
+        return with_frontend(AutoModel.from_pretrained(path, **kwargs))
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def conv_frames(num_samples: int, convs: Iterable[tuple[int, int]]) -> int:
