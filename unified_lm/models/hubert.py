@@ -2,10 +2,10 @@
 
 The encoder is ``transformers.HubertModel`` itself (conv front end over the 16 kHz
 waveform, 50 frames/s, pre-LN Transformer), so its checkpoint is a Hugging Face
-directory the ``ssl`` features read exactly as a downloaded HuBERT. With
-``frontend: fbank`` the conv layers give way to fixed log-mel filterbanks (FbankFrontEnd):
-a CPU step then costs about a quarter, and ``load_hf_hubert`` restores them on loading. Beside it sit the
-pre-training head of the paper: a projection and one embedding per target unit, scored
+directory the ``ssl`` features read exactly as a downloaded HuBERT. With ``frontend:
+fbank`` fixed log-mel filterbanks (FbankFrontEnd) take the conv layers' place: a CPU step
+then costs about a quarter, and ``load_hf_hubert`` restores them on loading. Beside it
+sit the pre-training head of the paper: a projection and one embedding per target unit, scored
 by cosine similarity over a temperature. Spans of frames are masked (their inputs
 replaced by a learned embedding) and the loss is the cross-entropy of the targets at
 masked frames only (the paper's ``pred_nomask_weight = 0``).
