@@ -1,7 +1,7 @@
 """Audio front end: checked loading and resampling, frame features, augmentation."""
 
 from .augment import SPEED_FACTORS, speed_perturb
-from .features import FRAME_RATE, fbank, log_mel_spectrogram, mfcc, num_frames
+from .features import FRAME_RATE, fbank, log_mel_spectrogram, mean_normalize, mfcc, num_frames
 from .load import SAMPLE_RATE, AudioInfo, audio_info, load_audio, read_audio, resample
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "fbank",
     "load_audio",
     "log_mel_spectrogram",
+    "mean_normalize",
     "mfcc",
     "num_frames",
     "read_audio",

@@ -42,6 +42,13 @@ def fbank(wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins: int =
     return out["fbank"]
 
 
+def mean_normalize(feats: torch.Tensor) -> torch.Tensor:
+    """``[frames, dim]`` minus its mean over frames. Per-utterance mean subtraction removes
+    channel and loudness offsets (a gain is an additive constant in the log domain), so
+    clusters follow phones, not recordings."""
+    return feats - feats.mean(dim=0, keepdim=True) if feats.shape[0] else feats
+
+
 @functools.lru_cache(maxsize=4)
 def _fbank_converter(num_mel_bins: int):
     # fairseq2 loads its native library on import (~2 s), so only fbank users pay for it.

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..audio import FRAME_RATE, SAMPLE_RATE, fbank, mfcc
+from ..audio import FRAME_RATE, SAMPLE_RATE, fbank, mean_normalize, mfcc
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
 from ..registry import Registry
@@ -49,12 +49,6 @@ def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {"type": spec["type"], **to_dict(from_dict(cls.Config, options, where="kmeans.features"))}
 
 
-def _mean_normalize(feats: torch.Tensor) -> torch.Tensor:
-    # Per-utterance mean subtraction removes channel and loudness offsets (a gain is an
-    # additive constant in the log domain), so clusters follow phones, not recordings.
-    return feats - feats.mean(dim=0, keepdim=True) if feats.shape[0] else feats
-
-
 def _splice(feats: torch.Tensor, context: int) -> torch.Tensor:
     """Each frame with its ``context`` neighbours on each side, edges repeated:
     ``[T, D] -> [T, (2 * context + 1) * D]`` (Kaldi's splicing)."""
@@ -84,7 +78,7 @@ class FbankFeatures:
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         feats = fbank(wav, SAMPLE_RATE, self.cfg.num_mel_bins)
-        return _splice(_mean_normalize(feats) if self.cfg.cmn else feats, self.cfg.context)
+        return _splice(mean_normalize(feats) if self.cfg.cmn else feats, self.cfg.context)
 
     def external_files(self) -> dict[str, Path]:
         return {}
@@ -106,7 +100,7 @@ class MfccFeatures:
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         feats = mfcc(wav, SAMPLE_RATE, self.cfg.num_ceps, self.cfg.deltas)
-        return _mean_normalize(feats) if self.cfg.cmn else feats
+        return mean_normalize(feats) if self.cfg.cmn else feats
 
     def external_files(self) -> dict[str, Path]:
         return {}

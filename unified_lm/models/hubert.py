@@ -143,12 +143,11 @@ class FbankFrontEnd(nn.Module):
         self.stack = stack
 
     def forward(self, wavs: Tensor) -> Tensor:
-        from ..audio import fbank
+        from ..audio import fbank, mean_normalize
 
         rows = []
         for wav in wavs.float().cpu():
-            f = fbank(wav)
-            f = f - f.mean(0, keepdim=True)
+            f = mean_normalize(fbank(wav))
             n = f.shape[0] // self.stack
             rows.append(f[: n * self.stack].reshape(n, -1).T)
         return torch.stack(rows).to(wavs.device, wavs.dtype)
